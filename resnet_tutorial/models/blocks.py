@@ -1,0 +1,229 @@
+"""The residual blocks of He et al. (2016a, 2016b), one class per idea.
+
+Each ``forward`` reads like the paper's figure. The attribute names (``conv1``, ``bn1``, ...,
+``downsample.0``, ``downsample.1``) are torchvision's and timm's, so their ``state_dict`` loads into ours.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution with padding 1 and no bias (the batch norm that follows has one)."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 convolution without bias."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+class PadShortcut(nn.Module):
+    """Shortcut option A of He et al. (2016a): identity, subsampled by ``stride``, with zero-padded channels.
+
+    It has no parameters: where the number of channels grows, the new channels are zeros.
+    """
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
+        super().__init__()
+        if out_planes < in_planes:
+            raise ValueError(f"option A can only add channels, not go from {in_planes} to {out_planes}")
+        self.stride = stride
+        self.extra = out_planes - in_planes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.extra:
+            # Pad the channel dimension: (W_left, W_right, H_top, H_bottom, C_front, C_back).
+            x = F.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+        return x
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, extra_channels={self.extra}"
+
+
+def make_shortcut(option: str, in_planes: int, out_planes: int, stride: int) -> nn.Module | None:
+    """The shortcut of a block, by the paper's options.
+
+    * ``"A"``: identity; zero-padded, strided identity where the shape changes (no parameters).
+    * ``"B"``: identity; 1x1 projection (conv + BN) where the shape changes (torchvision, timm).
+    * ``"C"``: 1x1 projection on every block.
+
+    ``None`` means a plain identity.
+    """
+    changes_shape = stride != 1 or in_planes != out_planes
+    option = option.upper()
+    if option not in ("A", "B", "C"):
+        raise ValueError(f"shortcut must be 'A', 'B' or 'C', got {option!r}")
+    if option == "A":
+        return PadShortcut(in_planes, out_planes, stride) if changes_shape else None
+    if option == "B" and not changes_shape:
+        return None
+    return nn.Sequential(conv1x1(in_planes, out_planes, stride), nn.BatchNorm2d(out_planes))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions and a shortcut: y = relu(F(x) + x), Fig. 2 of He et al. (2016a).
+
+    With ``residual=False`` the shortcut is dropped and the block is a plain two-layer stack, the
+    paper's "plain" baseline with exactly the same layers.
+    """
+
+    expansion = 1
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+
+        out = self.conv2(out)
+        out = self.bn2(out)
+
+        if self.residual:
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            out += identity
+        out = self.relu(out)
+        return out
+
+    def zero_init_last(self) -> None:
+        """Start the residual branch at zero, so that the block starts as the identity (Goyal et al. 2017)."""
+        nn.init.zeros_(self.bn2.weight)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3, 1x1 expand (x4), and a shortcut: Fig. 5 (right) of He et al. (2016a).
+
+    ``stride_in_1x1=False`` puts the stride on the 3x3 convolution: "ResNet v1.5", as torchvision and
+    timm do. ``stride_in_1x1=True`` is the paper's original v1, which strides the first 1x1 and so
+    throws away three quarters of its input before looking at it.
+    """
+
+    expansion = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        residual: bool = True,
+        stride_in_1x1: bool = False,
+    ) -> None:
+        super().__init__()
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = conv1x1(inplanes, planes, stride_1x1)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride_3x3)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+
+        out = self.conv2(out)
+        out = self.bn2(out)
+        out = self.relu(out)
+
+        out = self.conv3(out)
+        out = self.bn3(out)
+
+        if self.residual:
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            out += identity
+        out = self.relu(out)
+        return out
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn3.weight)
+
+
+class PreActBasicBlock(nn.Module):
+    """Pre-activation basic block, Fig. 4(e) of He et al. (2016b): x + conv(relu(bn(conv(relu(bn(x)))))).
+
+    Nothing follows the addition: the shortcut path from block to block is a pure identity.
+    """
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(inplanes)
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(x))
+        # A projection shortcut sees the pre-activated input, as in the authors' code.
+        identity = self.downsample(out) if self.downsample is not None else x
+
+        out = self.conv1(out)
+        out = self.conv2(self.relu(self.bn2(out)))
+        return out + identity
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.conv2.weight)
+
+
+class PreActBottleneck(nn.Module):
+    """Pre-activation bottleneck (BN-ReLU-1x1, BN-ReLU-3x3, BN-ReLU-1x1), He et al. (2016b)."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(inplanes)
+        self.conv1 = conv1x1(inplanes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn3 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(x))
+        identity = self.downsample(out) if self.downsample is not None else x
+
+        out = self.conv1(out)
+        out = self.conv2(self.relu(self.bn2(out)))
+        out = self.conv3(self.relu(self.bn3(out)))
+        return out + identity
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.conv3.weight)

@@ -1,0 +1,79 @@
+"""Where and how the code runs: the profile (fast CPU or full), the device, seeds, and a timer.
+
+One setting chooses the profile: the environment variable ``RESNET_TUTORIAL_PROFILE``, ``"cpu"`` (the
+fast profile that CI and the book build execute) or ``"full"`` (the paper-sized experiments for a GPU or
+Colab). Unset, it is ``"full"`` when a GPU is present and ``"cpu"`` otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+PROFILE_ENV = "RESNET_TUTORIAL_PROFILE"
+PROFILES = ("cpu", "full")
+
+
+def get_profile() -> str:
+    """``"cpu"`` or ``"full"``, from ``RESNET_TUTORIAL_PROFILE`` (default: ``"full"`` on a GPU, else ``"cpu"``)."""
+    value = os.environ.get(PROFILE_ENV, "").strip().lower()
+    if not value:
+        return "full" if torch.cuda.is_available() else "cpu"
+    if value not in PROFILES:
+        raise ValueError(f"{PROFILE_ENV} must be one of {PROFILES}, got {value!r}")
+    return value
+
+
+def is_full_profile() -> bool:
+    return get_profile() == "full"
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """The given device, else CUDA when available, else Apple's MPS, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int = 0) -> torch.Generator:
+    """Seed Python, NumPy and torch (all devices); return a CPU generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def describe_environment(device: torch.device | None = None) -> str:
+    """One line: profile, device (with the GPU's name), torch version, CPU threads."""
+    device = pick_device(device)
+    where = str(device)
+    if device.type == "cuda":
+        where += f" ({torch.cuda.get_device_name(device)})"
+    else:
+        where += f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"profile={get_profile()} | device={where} | torch {torch.__version__} | Python {platform.python_version()}"
+
+
+@contextmanager
+def timer():
+    """``with timer() as t: ...``; afterwards ``t.seconds`` holds the elapsed wall-clock time."""
+
+    class _Elapsed:
+        seconds = 0.0
+
+    elapsed = _Elapsed()
+    start = time.perf_counter()
+    try:
+        yield elapsed
+    finally:
+        elapsed.seconds = time.perf_counter() - start
