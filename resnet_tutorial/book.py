@@ -1,0 +1,96 @@
+"""Helpers the chapters call: set a chapter up, show the package's own source, check a claim, report times.
+
+A chapter begins with ``ch = chapter_setup("Residual connections")`` (prints the profile, device and
+versions, seeds everything), shows code with ``show_source(obj)``, times its experiments with
+``with ch.timed("degradation experiment"): ...``, checks each claim with ``check(...)``, and ends with
+``ch.report()``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import textwrap
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .runtime import describe_environment, get_profile, pick_device, seed_everything
+
+
+def choose(cpu: Any, full: Any) -> Any:
+    """The value for the current profile: ``choose(cpu=3, full=164)`` epochs, say."""
+    return full if get_profile() == "full" else cpu
+
+
+@dataclass
+class Chapter:
+    """What a chapter ran on, and how long each of its experiments took."""
+
+    title: str
+    device: torch.device
+    profile: str
+    seed: int
+    timings: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    @contextmanager
+    def timed(self, label: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[label] = self.timings.get(label, 0.0) + time.perf_counter() - start
+
+    def report(self) -> None:
+        """Print the chapter's timings and its total wall-clock time."""
+        total = time.perf_counter() - self.started
+        print(f"{self.title}: ran on {describe_environment(self.device)}")
+        for label, seconds in self.timings.items():
+            print(f"  {label:<50} {seconds:8.1f} s")
+        print(f"  {'whole chapter':<50} {total:8.1f} s")
+
+
+def chapter_setup(title: str, seed: int = 0, device: str | torch.device | None = None) -> Chapter:
+    """Seed everything, pick the device, print where the chapter runs; return the :class:`Chapter`."""
+    seed_everything(seed)
+    chapter = Chapter(title=title, device=pick_device(device), profile=get_profile(), seed=seed)
+    print(describe_environment(chapter.device))
+    return chapter
+
+
+def source_of(obj: Any) -> str:
+    """The source code of a class, function or method of the package, dedented."""
+    return textwrap.dedent(inspect.getsource(obj))
+
+
+def show_source(obj: Any):
+    """Display the package's own source of ``obj`` (highlighted in a notebook, plain text elsewhere).
+
+    The book shows the code its tests run, instead of a retyped copy.
+    """
+    code = source_of(obj)
+    try:
+        from IPython import get_ipython
+        from IPython.display import Code, display
+    except ImportError:  # pragma: no cover - IPython is installed with the book
+        print(code)
+        return None
+    if get_ipython() is None:
+        print(code)
+        return None
+    display(Code(code, language="python"))
+    return None
+
+
+def check(claim: str, condition: bool, detail: str = "") -> None:
+    """Assert a claim of the chapter, and print it so the reader sees what was checked.
+
+    Raises ``AssertionError`` (and so fails the book build and nbval) when ``condition`` is false.
+    """
+    suffix = f" ({detail})" if detail else ""
+    if not condition:
+        raise AssertionError(f"claim does not hold: {claim}{suffix}")
+    print(f"\u2714 {claim}{suffix}")
