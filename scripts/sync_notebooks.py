@@ -1,0 +1,110 @@
+"""Generate the Colab notebooks: ``chapters/NN_slug.ipynb`` from each ``chapters/NN_slug.md``.
+
+The ``.md`` file (a jupytext MyST notebook) is the source the book builds and the authors edit; the ``.ipynb``
+beside it is what the book's Colab button opens. It has no outputs, and its cell ids stay stable across
+regenerations: a cell whose type and text are unchanged keeps its id (as ``jupytext --update`` does), and a new
+cell gets an id derived from its content, so regenerating from scratch gives the same file.
+
+    python scripts/sync_notebooks.py            # write every chapters/*.ipynb that is out of date
+    python scripts/sync_notebooks.py --check    # exit 1 and list the notebooks that are out of date
+    python scripts/sync_notebooks.py chapters/01_background.md   # only these chapters
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+from jupytext.combine import combine_inputs_with_outputs
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = ROOT / "chapters"
+KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
+
+
+def chapter_sources(paths: list[str] | None = None) -> list[Path]:
+    """The chapter sources to sync: the given ``.md`` files, or every ``chapters/*.md``."""
+    if paths:
+        return [Path(p).resolve() for p in paths]
+    return sorted(CHAPTERS.glob("*.md"))
+
+
+def _content_id(cell: nbformat.NotebookNode, taken: set[str]) -> str:
+    """A cell id derived from the cell's type and text (and made unique within the notebook)."""
+    digest = hashlib.sha1(f"{cell.cell_type}\n{cell.source}".encode()).hexdigest()
+    for start in range(0, len(digest) - 8):
+        candidate = digest[start : start + 8]
+        if candidate not in taken:
+            return candidate
+    raise RuntimeError("could not find a unique cell id")  # pragma: no cover - 32 tries of sha1 bytes
+
+
+def expected_notebook(source: Path, previous: nbformat.NotebookNode | None = None) -> nbformat.NotebookNode:
+    """The Colab notebook for ``source``: its cells without outputs, with ids kept from ``previous``."""
+    notebook = jupytext.read(source, fmt="md:myst")
+    notebook.nbformat, notebook.nbformat_minor = 4, 5
+    if previous is not None and previous.nbformat == 4:
+        previous = nbformat.NotebookNode(previous)
+        previous.nbformat_minor = 5
+        notebook = combine_inputs_with_outputs(notebook, previous, fmt="md:myst")
+        known = {cell.get("id") for cell in previous.cells}
+    else:
+        known = set()
+    taken: set[str] = set()
+    for cell in notebook.cells:
+        if cell.get("id") not in known or cell.get("id") in taken:
+            cell["id"] = _content_id(cell, taken)
+        taken.add(cell["id"])
+        cell.pop("attachments", None)
+        if cell.cell_type == "code":
+            cell["outputs"] = []
+            cell["execution_count"] = None
+    notebook.metadata = nbformat.NotebookNode(
+        kernelspec=dict(KERNELSPEC),
+        language_info={"name": "python"},
+        colab={"provenance": []},
+    )
+    nbformat.validate(notebook)
+    return notebook
+
+
+def notebook_text(notebook: nbformat.NotebookNode) -> str:
+    return nbformat.writes(notebook, version=4) + "\n"
+
+
+def sync(source: Path, check_only: bool = False) -> bool:
+    """Write (or, with ``check_only``, compare) the ``.ipynb`` beside ``source``; True when it was in sync."""
+    target = source.with_suffix(".ipynb")
+    current = target.read_text(encoding="utf-8") if target.exists() else None
+    previous = nbformat.reads(current, as_version=4) if current else None
+    expected = notebook_text(expected_notebook(source, previous))
+    if current == expected:
+        return True
+    if not check_only:
+        tmp = target.with_suffix(".ipynb.tmp")
+        tmp.write_text(expected, encoding="utf-8")
+        tmp.replace(target)
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sources", nargs="*", help="chapter .md files (default: chapters/*.md)")
+    parser.add_argument("--check", action="store_true", help="only report the notebooks that are out of date")
+    args = parser.parse_args(argv)
+    stale = [src for src in chapter_sources(args.sources) if not sync(src, check_only=args.check)]
+    for src in stale:
+        rel = src.with_suffix(".ipynb").relative_to(ROOT) if src.is_relative_to(ROOT) else src
+        print(f"{'out of date' if args.check else 'wrote'}: {rel}")
+    if args.check and stale:
+        print("run `make notebooks` (python scripts/sync_notebooks.py) and commit the notebooks", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
