@@ -83,7 +83,7 @@ browser:
 	    else echo "error: the browser test needs Chromium: sudo apt-get install chromium"; exit 2; fi; }
 
 html-check: setup browser
-	$(BIN)/python -m pytest tests/test_book_html.py -q
+	RESNET_TUTORIAL_REQUIRE_BOOK=1 $(BIN)/python -m pytest tests/test_book_html.py -q
 
 test: lint unit nbval book html-check
 
