@@ -27,6 +27,7 @@ BOOK_FLAGS   := --warningiserror --nitpick --keep-going
 # nbval runs two notebooks at a time (one per core), each kernel on one thread.
 NBVAL_WORKERS ?= 2
 NBVAL_THREADS ?= 1
+NBVAL_CELL_TIMEOUT ?= 3600
 
 .PHONY: help setup mathjax test unit lint notebooks check-notebooks nbval book html-check browser clean
 
@@ -70,7 +71,8 @@ check-notebooks: setup
 
 nbval: setup check-notebooks
 	OMP_NUM_THREADS=$(NBVAL_THREADS) MKL_NUM_THREADS=$(NBVAL_THREADS) \
-	$(BIN)/python -m pytest --nbval-lax $(CHAPTERS_NB) -n $(NBVAL_WORKERS) --dist loadfile -q
+	$(BIN)/python -m pytest --nbval-lax $(CHAPTERS_NB) -n $(NBVAL_WORKERS) --dist loadfile \
+	  --nbval-cell-timeout=$(NBVAL_CELL_TIMEOUT) -q
 
 book: setup
 	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
@@ -79,6 +81,7 @@ book: setup
 # Headless Chromium for the browser test (Debian package; CI runs as root on Debian).
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  command -v google-chrome >/dev/null 2>&1 || \
 	  { if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q --no-install-recommends chromium; \
 	    else echo "error: the browser test needs Chromium: sudo apt-get install chromium"; exit 2; fi; }
 
