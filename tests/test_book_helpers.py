@@ -1,0 +1,55 @@
+"""The helpers every chapter calls: chapter_setup, choose, check, show_source/source_of, Chapter.report."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from resnet_tutorial import book
+from resnet_tutorial.models import BasicBlock
+
+
+def test_choose_follows_the_profile(monkeypatch):
+    monkeypatch.setenv("RESNET_TUTORIAL_PROFILE", "cpu")
+    assert book.choose(cpu=3, full=164) == 3
+    monkeypatch.setenv("RESNET_TUTORIAL_PROFILE", "full")
+    assert book.choose(cpu=3, full=164) == 164
+
+
+def test_check_prints_a_true_claim_and_fails_a_false_one(capsys):
+    book.check("two is more than one", 2 > 1, detail="2 > 1")
+    assert capsys.readouterr().out.strip() == "\u2714 two is more than one (2 > 1)"
+    with pytest.raises(AssertionError, match="claim does not hold: one is more than two"):
+        book.check("one is more than two", 1 > 2)
+
+
+def test_source_of_is_the_package_source():
+    source = book.source_of(BasicBlock)
+    assert source.startswith("class BasicBlock")
+    assert "def forward" in source
+
+
+def test_show_source_prints_outside_a_notebook(capsys):
+    book.show_source(BasicBlock.forward)
+    assert capsys.readouterr().out.startswith("def forward")
+
+
+def test_chapter_setup_seeds_and_reports(monkeypatch, capsys):
+    monkeypatch.setenv("RESNET_TUTORIAL_PROFILE", "cpu")
+    ch = book.chapter_setup("A chapter", seed=3, device="cpu")
+    first = torch.rand(3)
+    assert ch.profile == "cpu" and ch.device == torch.device("cpu")
+    assert "profile=cpu" in capsys.readouterr().out
+    book.chapter_setup("A chapter", seed=3, device="cpu")
+    assert torch.equal(first, torch.rand(3))  # seeded the same way
+    with ch.timed("experiment"):
+        pass
+    with ch.timed("experiment"):
+        pass
+    assert list(ch.timings) == ["experiment"]
+    ch.report()
+    out = capsys.readouterr().out
+    assert out.startswith("A chapter: ran on profile=cpu")
+    assert re.search(r"experiment\s+\d+\.\d s", out) and re.search(r"whole chapter\s+\d+\.\d s", out)
