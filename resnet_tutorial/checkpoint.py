@@ -1,0 +1,167 @@
+"""Checkpoints: model, optimiser, scheduler, RNG states, epoch and history in one file.
+
+Written atomically (a temporary file in the same folder, then ``os.replace``), so a crash never leaves a
+half-written checkpoint; read with ``torch.load(weights_only=True)``, so a file cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ResnetTutorialError
+
+FORMAT = "resnet_tutorial.checkpoint/1"
+
+
+class CheckpointError(ResnetTutorialError):
+    """A checkpoint that is missing, truncated, foreign, or made for another model."""
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def rng_state() -> dict:
+    """The random states of Python, NumPy and torch (CPU and CUDA), as tensors and plain values."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):  # DDP, DataParallel, torch.compile
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
+def model_config(model: nn.Module) -> dict:
+    """What is needed to build the model again: its registry name and its head."""
+    model = _unwrap(model)
+    cfg = dict(getattr(model, "default_cfg", {}) or {})
+    for key in ("num_classes", "in_chans"):
+        if hasattr(model, key):
+            cfg[key] = int(getattr(model, key))
+    return cfg
+
+
+def save_checkpoint(path, model, optimizer=None, scheduler=None, *, epoch: int, history=None, config=None,
+                    scaler=None) -> None:
+    """Save everything needed to resume (or just to evaluate) a run, atomically."""
+    from .models.weights import clean_state_dict
+
+    state = {
+        "format": FORMAT,
+        "model": clean_state_dict(_unwrap(model).state_dict()),
+        "model_config": model_config(model),
+        "epoch": int(epoch),
+        "history": history or {},
+        "config": config or {},
+        "rng": rng_state(),
+    }
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    if scheduler is not None:
+        state["scheduler"] = scheduler.state_dict()
+    if scaler is not None and scaler.is_enabled():
+        state["scaler"] = scaler.state_dict()
+    atomic_torch_save(state, path)
+
+
+def read_checkpoint(path) -> dict:
+    """The checkpoint dict in ``path`` (loaded with ``weights_only=True``), with clear errors."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no checkpoint at {path!r}: check the path, or train first (resnet-tutorial train)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        first = (str(err).splitlines() or [""])[0][:120]
+        raise CheckpointError(
+            f"cannot read {path!r} as a checkpoint ({type(err).__name__}: {first}); the file is truncated or not "
+            "a PyTorch checkpoint: train again or point to another file"
+        ) from None
+    if not isinstance(state, Mapping) or state.get("format") != FORMAT or not isinstance(state.get("model"), Mapping):
+        raise CheckpointError(
+            f"{path!r} is not a resnet_tutorial checkpoint (a bare state_dict? load it with "
+            "resnet_tutorial.models.load_weights instead)"
+        )
+    return dict(state)
+
+
+def load_checkpoint(path, model=None, optimizer=None, scheduler=None, scaler=None, restore_rng: bool = True) -> dict:
+    """Read a checkpoint and restore it into whatever is given (model, optimiser, scheduler, scaler, RNGs).
+
+    Returns the checkpoint dict (``epoch``, ``history``, ``config``, ``model_config``, ...).
+    """
+    state = read_checkpoint(path)
+    if model is not None:
+        load_model_state(_unwrap(model), state, path)
+    try:
+        if optimizer is not None and "optimizer" in state:
+            optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and "scheduler" in state:
+            scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise CheckpointError(f"the optimiser state in {path!r} does not fit this run ({err}); start a new run") from None
+    if restore_rng and "rng" in state:
+        set_rng_state(state["rng"])
+    return state
+
+
+def load_model_state(model: nn.Module, state: Mapping, path="checkpoint") -> None:
+    """Load a checkpoint's weights into ``model``, explaining a mismatch of classes or architecture."""
+    from .models.weights import WeightsError, load_weights
+
+    cfg = state.get("model_config", {})
+    fc = state["model"].get("fc.weight")
+    own_classes = getattr(model, "num_classes", None)
+    if fc is not None and own_classes is not None and fc.shape[0] != own_classes:
+        raise CheckpointError(
+            f"{path!r} was trained for {fc.shape[0]} classes but the model has {own_classes}: create the model "
+            f"with num_classes={fc.shape[0]}, or use resnet_tutorial.finetune.load_for_finetuning to replace the head"
+        )
+    try:
+        load_weights(model, state["model"])
+    except WeightsError as err:
+        arch = cfg.get("architecture", "another model")
+        raise CheckpointError(f"{path!r} holds weights of {arch}: {err}") from None

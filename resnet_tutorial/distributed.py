@@ -1,0 +1,94 @@
+"""Data-parallel training with DistributedDataParallel, launched by ``torchrun``.
+
+``torchrun --nproc_per_node=2 -m resnet_tutorial train ...`` starts one process per device (or per CPU
+process with the gloo backend). Each process holds the whole dataset as tensors and trains on its own
+share of every epoch's shuffled order (``BatchLoader`` with ``rank``/``world_size``, the equivalent of
+``DistributedSampler``); DDP averages the gradients, so every process keeps identical weights. Only
+rank 0 shows progress and writes files. Multi-node runs are launched the same way (``--nnodes``,
+``--rdzv-endpoint``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes (0 and 1 outside a distributed run)."""
+    return (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
+
+
+def is_main_process() -> bool:
+    return rank_and_world()[0] == 0
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def setup(device: str | None = None) -> torch.device:
+    """Join the process group that ``torchrun`` describes in the environment; return this process's device.
+
+    NCCL with one GPU per process when CUDA is available, else gloo on the CPU.
+    """
+    if device is None or str(device).startswith("cuda"):
+        use_cuda = torch.cuda.is_available()
+    else:
+        use_cuda = False
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if not is_distributed():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return device
+
+
+def cleanup() -> None:
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` inside DistributedDataParallel (gradients averaged over the processes)."""
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """The sum of ``t`` over all processes (``t`` itself outside a distributed run)."""
+    if is_distributed():
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` on every process."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def progress_bar(total: int, desc: str, enabled: bool):
+    """A tqdm bar (the notebook widget in Jupyter); a silent one when not ``enabled``."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, file=sys.stderr, dynamic_ncols=True)

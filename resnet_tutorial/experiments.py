@@ -1,0 +1,122 @@
+"""Train once, reuse afterwards: :func:`cached_fit` stores a run's weights and history on disk.
+
+A chapter is executed twice in CI (nbval, then the book build) and again whenever a reader re-runs it;
+the second time, the same experiment loads its trained weights instead of training again. "The same"
+means: same tag, same architecture and initial weights, same data, same ``fit`` arguments, same source
+of the training code and same torch version; anything else trains afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+
+import torch
+from torch import nn
+
+CACHE_ENV = "RESNET_TUTORIAL_CACHE"
+
+
+def cache_dir() -> str:
+    """``$RESNET_TUTORIAL_CACHE``, else ``~/.cache/resnet_tutorial/experiments``."""
+    return os.environ.get(CACHE_ENV) or os.path.join(
+        os.path.expanduser("~"), ".cache", "resnet_tutorial", "experiments"
+    )
+
+
+def _state_hash(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _source_hash() -> str:
+    from . import checkpoint, data, experiments, training
+
+    h = hashlib.sha256()
+    for module in (training, data, experiments, checkpoint):
+        h.update(inspect.getsource(module).encode())
+    return h.hexdigest()
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, int | float | str | bool) or value is None:
+        return value
+    if isinstance(value, torch.Tensor):
+        return f"tensor{tuple(value.shape)}:{hashlib.sha256(value.detach().cpu().numpy().tobytes()).hexdigest()}"
+    return repr(value)
+
+
+def experiment_key(model: nn.Module, data, tag: str, fit_kwargs: dict) -> str:
+    """The sha256 that names an experiment in the cache."""
+    kwargs = {k: v for k, v in fit_kwargs.items() if k not in ("progress", "device")}
+    if "param_groups" in kwargs and kwargs["param_groups"] is not None:  # parameters -> their names and settings
+        names = {id(p): n for n, p in model.named_parameters()}
+        kwargs["param_groups"] = [
+            {k: ([names.get(id(p), "?") for p in v] if k == "params" else v) for k, v in g.items()}
+            for g in kwargs["param_groups"]
+        ]
+    parts = {
+        "tag": tag,
+        "model": f"{type(model).__module__}.{type(model).__qualname__}\n{model!r}",
+        "weights": _state_hash(model),
+        "frozen": [n for n, p in model.named_parameters() if not p.requires_grad],
+        "data": data.fingerprint(),
+        "fit": _jsonable(kwargs),
+        "source": _source_hash(),
+        "torch": torch.__version__,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def cached_fit(model: nn.Module, data, *, tag: str, **fit_kwargs):
+    """``fit(model, data, **fit_kwargs)``, or, when this exact experiment ran before, its stored result.
+
+    On a cache hit the trained weights are loaded into ``model`` and the stored :class:`History` is
+    returned (its ``seconds`` are those of the original training). Safe when several notebooks run
+    at once: each writes its result to a temporary file and renames it into place.
+    """
+    from .checkpoint import atomic_torch_save
+    from .models.weights import clean_state_dict
+    from .training import History, fit
+
+    key = experiment_key(model, data, tag, fit_kwargs)
+    path = os.path.join(cache_dir(), f"{_safe(tag)}-{key[:24]}.pt")
+    if os.path.isfile(path):
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+            if stored.get("key") == key:
+                from .runtime import pick_device
+
+                model.load_state_dict(stored["model"])
+                model.to(pick_device(fit_kwargs.get("device")))
+                model.eval()
+                history = History.from_dict(json.loads(stored["history"]))
+                if fit_kwargs.get("progress", True):
+                    print(f"{tag}: loaded from the cache (trained in {history.seconds:.1f} s); "
+                          f"final: {_summary(history)}")
+                return history
+        except Exception:  # a damaged cache entry: train again and overwrite it
+            pass
+    history = fit(model, data, **fit_kwargs)
+    state = {k: v.detach().cpu() for k, v in clean_state_dict(model.state_dict()).items()}
+    atomic_torch_save({"key": key, "tag": tag, "model": state, "history": json.dumps(history.to_dict())}, path)
+    return history
+
+
+def _safe(tag: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in tag)[:60] or "experiment"
+
+
+def _summary(history) -> str:
+    f = history.final
+    return ", ".join(f"{k} {f[k]:.4f}" for k in ("train_loss", "test_acc") if k in f)
