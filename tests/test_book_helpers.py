@@ -44,6 +44,7 @@ def test_chapter_setup_seeds_and_reports(monkeypatch, capsys):
     assert "profile=cpu" in capsys.readouterr().out
     book.chapter_setup("A chapter", seed=3, device="cpu")
     assert torch.equal(first, torch.rand(3))  # seeded the same way
+    capsys.readouterr()
     with ch.timed("experiment"):
         pass
     with ch.timed("experiment"):
