@@ -1,0 +1,163 @@
+"""Tools for the experiments on how residual networks train: nets without batch norm, any-depth CIFAR
+nets (original or pre-activation), and deleting blocks from a trained network (Veit et al. 2016).
+
+* :func:`cifar_net` builds the 6n+2-layer CIFAR networks of He et al. (2016a, 2016b) at any depth:
+  residual or plain, original or pre-activation blocks, with or without batch normalisation.
+* :func:`remove_batchnorm` replaces every ``BatchNorm2d`` of a model by ``nn.Identity``.
+* :func:`delete_block` (a context manager) replaces one block by what is left of it without its
+  residual branch: for a residual block that is its shortcut, for a plain block the identity.
+  :func:`deletion_study` deletes every block in turn and measures the test accuracy.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from .models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
+from .models.resnet import ResNet
+
+ORIGINAL_BLOCKS = (BasicBlock, Bottleneck)
+PREACT_BLOCKS = (PreActBasicBlock, PreActBottleneck)
+
+
+def remove_batchnorm(model: nn.Module) -> nn.Module:
+    """Replace every ``nn.BatchNorm2d`` in ``model`` by ``nn.Identity`` (in place); return ``model``.
+
+    The convolutions keep their He initialisation and have no bias, as before: the network is the same
+    function with its normalisation taken out.
+    """
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.BatchNorm2d):
+                setattr(parent, name, nn.Identity())
+    return model
+
+
+def cifar_net(
+    depth: int,
+    *,
+    residual: bool = True,
+    preact: bool = False,
+    batchnorm: bool = True,
+    zero_init_last: bool = False,
+    channels: tuple[int, ...] = (16, 32, 64),
+    in_chans: int = 3,
+    num_classes: int = 10,
+) -> ResNet:
+    """The CIFAR network of ``depth = 6n + 2`` layers (He et al. 2016a, Sec. 4.2), in any variant.
+
+    ``residual=False`` gives the plain twin (same layers, no shortcuts); ``preact=True`` the
+    pre-activation blocks of He et al. (2016b); ``batchnorm=False`` removes every BN layer.
+    ``cifar_net(56)`` has exactly the layers of ``create_model("resnet56")``.
+    """
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"a CIFAR ResNet has 6n + 2 layers (20, 32, 44, 56, 110, ...), got depth={depth}")
+    if preact and not residual:
+        raise ValueError("a pre-activation network without shortcuts is just a plain network: use preact=False")
+    n = (depth - 2) // 6
+    block = PreActBasicBlock if preact else BasicBlock
+    model = ResNet(
+        block,
+        [n] * len(channels),
+        channels=channels,
+        stem="cifar",
+        shortcut="A",
+        residual=residual,
+        in_chans=in_chans,
+        num_classes=num_classes,
+        zero_init_last=zero_init_last,
+    )
+    return model if batchnorm else remove_batchnorm(model)
+
+
+def named_blocks(model: ResNet) -> list[tuple[str, nn.Module]]:
+    """Every block of a ``ResNet`` in depth order, named as in its ``state_dict`` (``"layer2.0"``)."""
+    return [(f"{stage}.{i}", block) for stage in model.stage_names for i, block in enumerate(getattr(model, stage))]
+
+
+def changes_shape(block: nn.Module) -> bool:
+    """Whether a block's output has another shape than its input (stride or width changes)."""
+    convs = [c for c in (getattr(block, n, None) for n in ("conv1", "conv2", "conv3")) if c is not None]
+    stride = max(c.stride[0] for c in convs)
+    return stride != 1 or convs[0].in_channels != convs[-1].out_channels
+
+
+class DeletedBlock(nn.Module):
+    """A block with its residual branch F deleted: what remains of ``y = relu(F(x) + shortcut(x))``.
+
+    * original residual block: ``relu(shortcut(x))``, with the block's own shortcut (identity, the
+      zero-padded option A, or its projection);
+    * pre-activation block: ``x`` (or the projection of ``relu(bn1(x))`` where the shape changes);
+    * plain block (no shortcut): the identity, which only exists where the shape does not change.
+    """
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+        self.preact = isinstance(block, PREACT_BLOCKS)
+        self.residual = self.preact or getattr(block, "residual", True)
+        if not self.residual and changes_shape(block):
+            raise ValueError("a plain block that changes the shape cannot be deleted: nothing carries its input on")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.block
+        if self.preact:
+            return b.downsample(b.relu(b.bn1(x))) if b.downsample is not None else x
+        if not self.residual:
+            return x
+        identity = b.downsample(x) if b.downsample is not None else x
+        return torch.relu(identity)
+
+
+@contextmanager
+def delete_block(model: ResNet, name: str):
+    """Within the ``with`` statement, block ``name`` (e.g. ``"layer2.3"``) of ``model`` is deleted."""
+    stage_name, index = name.split(".")
+    stage = getattr(model, stage_name)
+    original = stage[int(index)]
+    stage[int(index)] = DeletedBlock(original)
+    try:
+        yield model
+    finally:
+        stage[int(index)] = original
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, data, batch_size: int = 500, device: str | torch.device | None = None) -> float:
+    """Top-1 accuracy of ``model`` (in eval mode) on ``data``'s test split."""
+    from .runtime import pick_device
+
+    device = pick_device(device)
+    was_training = model.training
+    model.eval().to(device)
+    correct = total = 0
+    for x, y in data.loader("test", batch_size=batch_size, device=device):
+        correct += (model(x).argmax(1) == y).sum().item()
+        total += len(y)
+    model.train(was_training)
+    return correct / total
+
+
+def deletion_study(model: ResNet, data, *, batch_size: int = 500, device=None, progress: bool = False) -> list[dict]:
+    """Delete each block of a trained ``model`` in turn and measure the test accuracy.
+
+    Returns one row per block (``name``, ``changes_shape``, ``accuracy``), the first row being the intact
+    model (``name="none"``). Plain blocks that change the shape cannot be deleted and are left out.
+    """
+    rows = [{"name": "none", "changes_shape": False, "accuracy": evaluate_accuracy(model, data, batch_size, device)}]
+    blocks = named_blocks(model)
+    if progress:
+        from tqdm.auto import tqdm
+
+        blocks = tqdm(blocks, desc="deleting blocks", unit="block")
+    for name, block in blocks:
+        residual = isinstance(block, PREACT_BLOCKS) or getattr(block, "residual", True)
+        if not residual and changes_shape(block):
+            continue
+        with delete_block(model, name):
+            acc = evaluate_accuracy(model, data, batch_size, device)
+        rows.append({"name": name, "changes_shape": changes_shape(block), "accuracy": acc})
+    return rows

@@ -1,0 +1,145 @@
+"""Tests of resnet_tutorial.gradflow: nets without BN, any-depth CIFAR nets, deleting blocks."""
+
+import pytest
+import torch
+from torch import nn
+
+from resnet_tutorial import create_model
+from resnet_tutorial.gradflow import (
+    DeletedBlock,
+    changes_shape,
+    cifar_net,
+    delete_block,
+    deletion_study,
+    evaluate_accuracy,
+    named_blocks,
+    remove_batchnorm,
+)
+from resnet_tutorial.models import BasicBlock, PreActBasicBlock
+
+
+def test_cifar_net_matches_registered_models():
+    torch.manual_seed(0)
+    ours = cifar_net(20)
+    ref = create_model("resnet20")
+    assert [k for k in ours.state_dict()] == [k for k in ref.state_dict()]
+    plain = cifar_net(56, residual=False)
+    assert not any(b.residual for _, b in named_blocks(plain))
+    assert len(named_blocks(plain)) == 27
+    pre = cifar_net(20, preact=True, channels=(8, 16, 32), in_chans=1)
+    assert all(isinstance(b, PreActBasicBlock) for _, b in named_blocks(pre))
+    assert pre(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("depth", [19, 4])
+def test_cifar_net_rejects_bad_depth(depth):
+    with pytest.raises(ValueError, match="6n \\+ 2"):
+        cifar_net(depth)
+
+
+def test_preact_plain_is_rejected():
+    with pytest.raises(ValueError, match="plain"):
+        cifar_net(20, preact=True, residual=False)
+
+
+@pytest.mark.parametrize("preact", [False, True])
+def test_remove_batchnorm(preact):
+    model = cifar_net(20, preact=preact, channels=(4, 8, 16))
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert n_bn > 0
+    n_params = sum(p.numel() for p in model.parameters())
+    remove_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    # Each BN had 2 * C parameters; only those are gone, the convolutions are untouched.
+    assert sum(p.numel() for p in model.parameters()) < n_params
+    x = torch.randn(3, 3, 32, 32)
+    model.train()
+    y1 = model(x)
+    model.eval()
+    # Without BN, train and eval mode compute the same function.
+    assert torch.allclose(y1, model(x))
+
+
+def test_changes_shape():
+    model = cifar_net(20, channels=(4, 8, 16))
+    flags = {name: changes_shape(b) for name, b in named_blocks(model)}
+    assert flags["layer1.0"] is False
+    assert flags["layer2.0"] is True and flags["layer3.0"] is True
+    assert flags["layer2.1"] is False
+
+
+def test_deleted_residual_block_is_its_shortcut():
+    torch.manual_seed(0)
+    model = cifar_net(20, channels=(4, 8, 16)).eval()
+    x = torch.relu(torch.randn(2, 4, 32, 32))  # the output of a ReLU, as a block receives it
+    block = model.layer1[1]
+    assert torch.equal(DeletedBlock(block)(x), x)
+    down = model.layer2[0]
+    y = DeletedBlock(down)(x)
+    assert y.shape == (2, 8, 16, 16)
+    assert torch.equal(y[:, 2:6], x[:, :, ::2, ::2])  # option A: subsampled, zero-padded channels
+    assert torch.count_nonzero(y[:, :2]) == 0 and torch.count_nonzero(y[:, 6:]) == 0
+    # Deleting the branch is the same as zeroing it: zero the last BN's scale and shift.
+    nn.init.zeros_(block.bn2.weight)
+    nn.init.zeros_(block.bn2.bias)
+    assert torch.allclose(block(x.clone()), x)
+
+
+def test_deleted_preact_block():
+    torch.manual_seed(0)
+    model = cifar_net(20, preact=True, channels=(4, 8, 16)).eval()
+    x = torch.randn(2, 4, 32, 32)
+    assert torch.equal(DeletedBlock(model.layer1[2])(x), x)
+    down = model.layer2[0]
+    assert DeletedBlock(down)(x).shape == (2, 8, 16, 16)
+
+
+def test_deleted_plain_block():
+    model = cifar_net(20, residual=False, channels=(4, 8, 16)).eval()
+    x = torch.randn(2, 4, 32, 32)
+    assert torch.equal(DeletedBlock(model.layer1[0])(x), x)
+    with pytest.raises(ValueError, match="cannot be deleted"):
+        DeletedBlock(model.layer2[0])
+
+
+def test_delete_block_restores_the_model():
+    torch.manual_seed(0)
+    model = cifar_net(20, channels=(4, 8, 16)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    before = model(x)
+    original = model.layer2[1]
+    with delete_block(model, "layer2.1"):
+        assert isinstance(model.layer2[1], DeletedBlock)
+        during = model(x)
+    assert model.layer2[1] is original
+    assert isinstance(original, BasicBlock)
+    assert not torch.allclose(before, during)
+    assert torch.equal(before, model(x))
+
+
+class _TinyData:
+    """Just enough of ImageData for evaluate_accuracy: a test loader of (x, y) batches."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def loader(self, split, batch_size, device):
+        for i in range(0, len(self.y), batch_size):
+            yield self.x[i : i + batch_size].to(device), self.y[i : i + batch_size].to(device)
+
+
+def test_deletion_study_rows():
+    torch.manual_seed(0)
+    model = cifar_net(20, channels=(4, 8, 16), in_chans=1)
+    x = torch.randn(20, 1, 12, 12)
+    with torch.no_grad():
+        y = model.eval()(x).argmax(1)  # labels the intact model gets all right
+    data = _TinyData(x, y)
+    assert evaluate_accuracy(model, data, batch_size=7) == 1.0
+    rows = deletion_study(model, data, batch_size=7)
+    assert rows[0] == {"name": "none", "changes_shape": False, "accuracy": 1.0}
+    assert [r["name"] for r in rows[1:]] == [n for n, _ in named_blocks(model)]
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
+    plain = cifar_net(20, residual=False, channels=(4, 8, 16), in_chans=1)
+    names = [r["name"] for r in deletion_study(plain, data, batch_size=7)[1:]]
+    assert "layer2.0" not in names and "layer3.0" not in names and len(names) == 7
