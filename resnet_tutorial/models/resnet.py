@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from .blocks import (
-    BasicBlock,
     Bottleneck,
     PreActBasicBlock,
     PreActBottleneck,
@@ -62,7 +61,9 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         if len(layers) != len(channels):
-            raise ValueError(f"one channel width per stage: got {len(layers)} stages and {len(channels)} widths")
+            raise ValueError(
+                f"one channel width per stage: got {len(layers)} stages and {len(channels)} widths"
+            )
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
         self.in_chans = in_chans

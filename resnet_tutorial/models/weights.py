@@ -58,7 +58,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return clean_state_dict(obj)
 
 
-def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor], strict: bool = True):
+def load_weights(
+    model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor], strict: bool = True
+):
     """Load a state_dict (or a file holding one) into ``model``, with one clear message on a mismatch."""
     state = read_state_dict(source) if isinstance(source, str | os.PathLike) else clean_state_dict(source)
     own = model.state_dict()
@@ -70,7 +72,11 @@ def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, torc
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if wrong_shape or (strict and (missing or unexpected)):
-        details = wrong_shape[:3] + [f"missing {k}" for k in missing[:3]] + [f"unexpected {k}" for k in unexpected[:3]]
+        details = (
+            wrong_shape[:3]
+            + [f"missing {k}" for k in missing[:3]]
+            + [f"unexpected {k}" for k in unexpected[:3]]
+        )
         raise WeightsError(
             "the weights do not fit this model (" + "; ".join(details) + "). "
             "Create the model with the architecture, num_classes and in_chans the weights were made for, "
@@ -86,7 +92,9 @@ def load_pretrained(model: nn.Module, name: str, source: str = "torchvision") ->
     with a message that says how to load a local file instead.
     """
     if name not in TORCHVISION_WEIGHTS:
-        raise WeightsError(f"no pretrained ImageNet weights for {name!r}: only {sorted(TORCHVISION_WEIGHTS)} have them")
+        raise WeightsError(
+            f"no pretrained ImageNet weights for {name!r}: only {sorted(TORCHVISION_WEIGHTS)} have them"
+        )
     try:
         if source == "torchvision":
             import torchvision

@@ -1,0 +1,69 @@
+"""The comparison with timm and torchvision, and the `models` and `compare` commands."""
+
+import pytest
+
+from resnet_tutorial.cli import main
+from resnet_tutorial.errors import ResnetTutorialError
+from resnet_tutorial.reference import (
+    format_parity,
+    format_speed,
+    reference_model,
+    speed_comparison,
+    speed_ratios,
+)
+
+
+def test_speed_comparison_times_every_contestant():
+    rows = speed_comparison("resnet18", batch_size=2, image_size=64, repeats=2, progress=False, device="cpu")
+    assert len(rows) == 3 * 2 * 2  # ours, timm, torchvision x train, infer x NCHW, channels_last
+    assert {r["impl"] for r in rows} == {"ours", "timm", "torchvision"}
+    assert all(r["median_ms"] > 0 for r in rows)
+    assert all(r["vs_ours"] == 1.0 for r in rows if r["impl"] == "ours")
+    assert set(speed_ratios(rows)) == {
+        "timm (nchw)",
+        "timm (channels_last)",
+        "torchvision (nchw)",
+        "torchvision (channels_last)",
+    }
+    assert "our speed x" in format_speed(rows)
+
+
+def test_cifar_models_have_no_reference_twin():
+    with pytest.raises(ResnetTutorialError, match="only the ImageNet family"):
+        reference_model("resnet20", "timm")
+
+
+def test_compare_command_prints_parity(capsys):
+    assert main(["compare", "--model", "resnet18", "--repeats", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("identical") + out.count("equal") == 4
+    assert "DIFFERENT" not in out
+
+
+def test_compare_command_rejects_bad_models(capsys):
+    assert main(["compare", "--model", "resnet20", "--repeats", "0"]) == 2
+    assert "only the ImageNet family" in capsys.readouterr().err
+    assert main(["compare", "--model", "resnet5O", "--repeats", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown model") and "Traceback" not in err
+
+
+def test_models_command_lists_parameters_and_macs(capsys):
+    assert main(["models", "resnet5*"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet50" in out and "25,557,032" in out and "4.089" in out and "resnet56" in out
+    assert main(["models", "nothing*"]) == 2
+
+
+def test_format_parity_reports_each_direction():
+    report = {
+        "model": "m",
+        "image_size": 8,
+        "tolerance": 1e-5,
+        "results": [
+            {"direction": "ours -> timm", "max_abs_diff": 0.0, "rel_diff": 0.0, "ok": True},
+            {"direction": "timm -> ours", "max_abs_diff": 0.5, "rel_diff": 0.1, "ok": False},
+        ],
+    }
+    text = format_parity(report)
+    assert "identical" in text and "DIFFERENT" in text
