@@ -73,13 +73,34 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def model_config(model: nn.Module) -> dict:
-    """What is needed to build the model again: its registry name and its head."""
+    """What is needed to build the model again: its registry name and the arguments of ``create_model``."""
     model = _unwrap(model)
     cfg = dict(getattr(model, "default_cfg", {}) or {})
-    for key in ("num_classes", "in_chans"):
-        if hasattr(model, key):
-            cfg[key] = int(getattr(model, key))
+    kwargs = {key: getattr(model, key) for key in ("num_classes", "in_chans", "shortcut", "stride_in_1x1", "drop_rate")
+              if hasattr(model, key)}
+    if hasattr(model, "stages"):
+        kwargs["channels"] = [stage[0].conv1.out_channels for stage in model.stages()]
+    cfg["kwargs"] = kwargs
+    cfg.update({k: kwargs[k] for k in ("num_classes", "in_chans") if k in kwargs})
     return cfg
+
+
+def model_from_checkpoint(path, **overrides) -> tuple[nn.Module, dict]:
+    """Build the model a checkpoint was saved from, load its weights; return ``(model, checkpoint)``."""
+    from .models import create_model
+
+    state = read_checkpoint(path)
+    cfg = state.get("model_config", {})
+    if "architecture" not in cfg:
+        raise CheckpointError(f"{path!r} does not say which architecture it holds; create the model yourself "
+                              "and call load_checkpoint(path, model)")
+    kwargs = dict(cfg.get("kwargs", {}))
+    if "channels" in kwargs:
+        kwargs["channels"] = tuple(kwargs["channels"])
+    kwargs.update(overrides)
+    model = create_model(cfg["architecture"], **kwargs)
+    load_model_state(model, state, path)
+    return model, state
 
 
 def save_checkpoint(path, model, optimizer=None, scheduler=None, *, epoch: int, history=None, config=None,

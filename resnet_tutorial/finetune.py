@@ -1,0 +1,159 @@
+"""Fine-tuning: start from trained weights, replace the head, freeze and unfreeze stages, and give each
+stage its own learning rate.
+
+A ResNet is a stem (``conv1``, ``bn1``), stages (``layer1`` ...) and a head (``fc``). Fine-tuning on a new,
+small dataset usually trains the new head first with the rest frozen, then unfreezes the last stages with
+smaller learning rates than the head's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from .errors import ResnetTutorialError
+
+STEM = "stem"
+HEAD = "head"
+
+
+class FinetuneError(ResnetTutorialError):
+    """A fine-tuning request that does not fit the model (an unknown part, a weights source)."""
+
+
+def model_parts(model: nn.Module) -> dict[str, list[nn.Module]]:
+    """The model's parts in order: ``{"stem": [...], "layer1": [...], ..., "head": [fc]}``."""
+    parts = {STEM: [m for m in (getattr(model, "conv1", None), getattr(model, "bn1", None)) if m is not None]}
+    for name in model.stage_names:
+        parts[name] = [getattr(model, name)]
+    if getattr(model, "final_bn", None) is not None:  # pre-activation nets: the last BN belongs to the last stage
+        parts[model.stage_names[-1]].append(model.final_bn)
+    parts[HEAD] = [model.get_classifier()]
+    return parts
+
+
+def _select(model: nn.Module, stages) -> list[nn.Module]:
+    parts = model_parts(model)
+    if stages == "all":  # everything except the head: the "backbone"
+        names = [n for n in parts if n != HEAD]
+    else:
+        names = [stages] if isinstance(stages, str) else list(stages)
+    unknown = [n for n in names if n not in parts]
+    if unknown:
+        raise FinetuneError(f"unknown part(s) {unknown}; the model's parts are {list(parts)}")
+    return [m for n in names for m in parts[n]]
+
+
+def freeze(model: nn.Module, stages="all") -> nn.Module:
+    """Stop training the given parts (``"all"``: everything but the head; or names such as
+    ``["stem", "layer1"]``): their parameters get ``requires_grad=False`` and their BatchNorm
+    layers keep their running statistics (see :func:`freeze_bn_stats`)."""
+    for module in _select(model, stages):
+        for p in module.parameters():
+            p.requires_grad_(False)
+        freeze_bn_stats(module)
+    return model
+
+
+def unfreeze(model: nn.Module, stages="all") -> nn.Module:
+    """Train the given parts again (the inverse of :func:`freeze`)."""
+    for module in _select(model, stages):
+        for p in module.parameters():
+            p.requires_grad_(True)
+        for m in module.modules():
+            handle = getattr(m, "_frozen_bn_hook", None)
+            if handle is not None:
+                handle.remove()
+                del m._frozen_bn_hook
+    return model
+
+
+def _eval_mode(module: nn.Module, inputs) -> None:
+    module.train(False)
+
+
+def freeze_bn_stats(model: nn.Module) -> nn.Module:
+    """Make every BatchNorm in ``model`` normalise with its running statistics, and stop updating them,
+    even inside ``model.train()`` (a forward pre-hook puts the layer in eval mode)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not hasattr(m, "_frozen_bn_hook"):
+            m._frozen_bn_hook = m.register_forward_pre_hook(_eval_mode)
+    return model
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def stage_param_groups(model: nn.Module, lrs: Mapping[str, float], head_lr: float | None = None,
+                       default_lr: float | None = None) -> list[dict]:
+    """Optimizer parameter groups, one per part, each with its own learning rate.
+
+    ``lrs`` maps part names (``"stem"``, ``"layer1"``, ...) to learning rates; ``head_lr`` is the head's;
+    parts not named use ``default_lr`` (left out when it is ``None``). Frozen parameters are left out.
+    Pass the result as ``fit(..., param_groups=groups)``.
+    """
+    parts = model_parts(model)
+    unknown = [n for n in lrs if n not in parts]
+    if unknown:
+        raise FinetuneError(f"unknown part(s) {unknown}; the model's parts are {list(parts)}")
+    groups = []
+    for name, modules in parts.items():
+        lr = head_lr if name == HEAD and head_lr is not None else lrs.get(name, default_lr)
+        params = [p for m in modules for p in m.parameters() if p.requires_grad]
+        if lr is not None and params:
+            groups.append({"params": params, "lr": lr, "name": name})
+    if not groups:
+        raise FinetuneError("no trainable parameters in the requested groups; unfreeze some parts first")
+    return groups
+
+
+def load_for_finetuning(source, num_classes: int, *, model: str | nn.Module | None = None,
+                        pretrained: str = "torchvision", freeze_backbone: bool = False, **model_kwargs) -> nn.Module:
+    """A model with trained weights and a fresh head of ``num_classes`` outputs.
+
+    ``source`` is one of: a checkpoint of this package (its architecture is rebuilt); a weights file or a
+    state_dict (torchvision's, timm's, ours) for the architecture named by ``model``; or the name of an
+    ImageNet model (``"resnet18"``), whose pretrained ``pretrained`` ("torchvision" or "timm") weights are
+    downloaded when online. ``freeze_backbone=True`` freezes everything but the new head.
+    """
+    from .checkpoint import CheckpointError, model_from_checkpoint
+    from .models import create_model, load_pretrained, load_weights
+
+    if isinstance(source, str | os.PathLike) and os.path.isfile(source):
+        try:
+            net, _ = model_from_checkpoint(source, **model_kwargs)
+        except CheckpointError:
+            if model is None:
+                raise
+            net = model if isinstance(model, nn.Module) else create_model(model, **model_kwargs)
+            load_weights(net, os.fspath(source), strict=False)
+    elif isinstance(source, Mapping):
+        if model is None:
+            raise FinetuneError("a state_dict needs the architecture: pass model='resnet18' (or a model)")
+        net = model if isinstance(model, nn.Module) else create_model(model, **model_kwargs)
+        state = dict(source)
+        own_fc = net.get_classifier().weight.shape if hasattr(net.get_classifier(), "weight") else None
+        if own_fc is not None and "fc.weight" in state and state["fc.weight"].shape != own_fc:
+            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+            load_weights(net, state, strict=False)
+        else:
+            load_weights(net, state)
+    elif isinstance(source, str):
+        net = create_model(source, **model_kwargs)
+        load_pretrained(net, source, source=pretrained)
+    else:
+        raise FinetuneError(f"source must be a checkpoint path, a state_dict or a model name, got {source!r}")
+    if getattr(net, "num_classes", None) != num_classes:
+        net.reset_classifier(num_classes)
+    if freeze_backbone:
+        freeze(net, "all")
+    return net
+
+
+def copy_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of the model's weights (to compare before and after fine-tuning)."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
