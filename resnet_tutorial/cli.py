@@ -75,6 +75,151 @@ def _add_compare(sub) -> None:
     p.set_defaults(func=_cmd_compare)
 
 
+# --- train ----------------------------------------------------------------------------------------
+
+
+def _write_json_atomic(obj, path: str) -> None:
+    import json
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+
+    from . import distributed
+    from .checkpoint import read_checkpoint
+    from .data import load_dataset
+    from .models import create_model, model_family
+    from .training import fit
+
+    if args.epochs < 1:
+        raise CLIError(f"--epochs must be at least 1, got {args.epochs}")
+    model_family(args.model)  # an unknown model name fails here, before any data is read
+    device = distributed.setup(args.device) if distributed.launched_by_torchrun() else None
+    rank, world = distributed.rank_and_world()
+    ckpt = os.path.join(args.out, "checkpoint.pt")
+    summary_path = os.path.join(args.out, "summary.json")
+    if args.resume:
+        read_checkpoint(ckpt)  # missing, truncated or foreign: one clear error before training
+    elif os.path.exists(ckpt):
+        raise CLIError(f"{args.out!r} already holds a checkpoint: pass --resume to continue it, or choose another --out")
+    created_dir = not os.path.isdir(args.out)
+    existed = {p for p in (ckpt, summary_path) if os.path.exists(p)}
+    try:
+        if rank == 0:
+            data = load_dataset(args.dataset, args.data_dir, download=not args.no_download)
+        distributed.barrier()  # rank 0 downloads; the others then read its copy
+        if rank != 0:
+            data = load_dataset(args.dataset, args.data_dir, download=False)
+        model = create_model(args.model, in_chans=data.in_chans, num_classes=data.num_classes)
+        if rank == 0:
+            os.makedirs(args.out, exist_ok=True)
+            print(f"training {args.model} on {data.source} | {world} process(es)", flush=True)
+        history = fit(model, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      schedule=args.schedule, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                      device=device or args.device, seed=args.seed, progress=not args.quiet,
+                      checkpoint_path=ckpt, resume=args.resume)
+        if rank == 0:
+            summary = {"model": args.model, "dataset": data.name, "data_source": data.source,
+                       "classes": data.classes, "mean": data.mean, "std": data.std, "world_size": world,
+                       "final": history.final, "seconds": history.seconds, "history": history.to_dict(),
+                       "checkpoint": os.path.abspath(ckpt)}
+            _write_json_atomic(summary, summary_path)
+            f = history.final
+            print(f"test accuracy {f.get('test_acc', float('nan')):.4f} after {f['epoch']} epochs "
+                  f"({history.seconds:.1f} s); wrote {ckpt} and {summary_path}")
+    except ResnetTutorialError:
+        if rank == 0:  # leave nothing half-made behind: remove what this run created
+            if created_dir:
+                shutil.rmtree(args.out, ignore_errors=True)
+            else:
+                for path in {ckpt, summary_path} - existed:
+                    if os.path.exists(path):
+                        os.remove(path)
+        raise
+    finally:
+        distributed.cleanup()
+    return 0
+
+
+def _add_train(sub) -> None:
+    from .data import DATASETS
+
+    p = sub.add_parser("train", help="train a model; writes checkpoint.pt and summary.json under --out",
+                       description="Train a model with resnet_tutorial.training.fit. Under torchrun "
+                       "(torchrun --nproc_per_node=N -m resnet_tutorial train ...) it trains data-parallel.")
+    p.add_argument("--model", default="resnet20", help="a registered model (see `resnet-tutorial models`)")
+    p.add_argument("--dataset", default="auto", help=f"one of {', '.join(DATASETS)} (default: auto)")
+    p.add_argument("--data-dir", default=None, help="where cifar-10-batches-py/ is (or is downloaded to)")
+    p.add_argument("--no-download", action="store_true", help="never download CIFAR-10")
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--out", required=True, help="output folder: checkpoint.pt and summary.json")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--schedule", default="cosine", help="cosine, step, onecycle or constant")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_train)
+
+
+# --- evaluate -------------------------------------------------------------------------------------
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import os
+
+    from .checkpoint import CheckpointError, model_from_checkpoint
+    from .data import load_dataset
+    from .evaluation import evaluate
+
+    model, state = model_from_checkpoint(args.checkpoint)
+    trained_on = state.get("config", {}).get("dataset")
+    data = load_dataset(args.dataset or trained_on or "auto", args.data_dir, download=not args.no_download)
+    if data.num_classes != model.num_classes or data.in_chans != model.in_chans:
+        raise CheckpointError(
+            f"{args.checkpoint!r} holds a model for {model.num_classes} classes and {model.in_chans} channel(s), "
+            f"but {data.name} has {data.num_classes} classes and {data.in_chans} channel(s): evaluate it on the "
+            f"dataset it was trained on ({trained_on or 'see its summary.json'})"
+        )
+    metrics = evaluate(model, data, split=args.split, batch_size=args.batch_size, device=args.device)
+    print(f"{state['model_config'].get('architecture', 'model')} on {data.source} ({args.split} split)")
+    print(metrics.report())
+    out = args.metrics or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"metrics_{data.name}.json")
+    _write_json_atomic({"checkpoint": os.path.abspath(args.checkpoint), "dataset": data.name, "split": args.split,
+                        **metrics.to_dict()}, out)
+    print(f"wrote {out}")
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="accuracy, per-class metrics and confusion matrix of a checkpoint")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by `resnet-tutorial train`")
+    p.add_argument("--dataset", default=None, help="default: the dataset the checkpoint was trained on")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--no-download", action="store_true")
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--device", default=None)
+    p.add_argument("--metrics", default=None, help="where to save the metrics (default: beside the checkpoint)")
+    p.set_defaults(func=_cmd_evaluate)
+
+
 # --- entry point ----------------------------------------------------------------------------------
 
 
@@ -89,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_models(sub)
     _add_compare(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
     return parser
 
 

@@ -227,7 +227,7 @@ def fit(
     scheduler = make_scheduler(optimizer, schedule, epochs, len(train_loader), milestones, gamma, warmup_epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
     recorder = GradNormRecorder(model) if record_grad_norms else None
-    config = dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, nesterov=nesterov,
+    config = dict(dataset=getattr(data, "name", None), epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, nesterov=nesterov,
                   weight_decay=weight_decay, schedule=schedule, label_smoothing=label_smoothing, augment=augment,
                   amp=use_amp, amp_dtype=str(amp_dtype), channels_last=channels_last, seed=seed, world_size=world)
     history, start = History(config=config), 0
