@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import pickle
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -33,7 +32,7 @@ from .errors import ResnetTutorialError
 DATASETS = ("auto", "mnist5k", "cifar10", "digits")
 DATA_ENV = "RESNET_TUTORIAL_DATA"
 CIFAR10_FOLDER = "cifar-10-batches-py"
-CIFAR10_HOST = ("www.cs.toronto.edu", 443)  # where torchvision downloads CIFAR-10 from
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"  # torchvision downloads it from here
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_FILE = "test_batch"
 
@@ -374,21 +373,26 @@ def read_cifar10(folder: str) -> ImageData:
     return _make("cifar10", classes, train, test, source, "crop_flip")
 
 
-def _online(host: tuple[str, int] = CIFAR10_HOST, timeout: float = 2.5) -> bool:
-    """Whether a TCP connection to ``host`` opens within ``timeout`` seconds (DNS included)."""
+def _online(url: str = CIFAR10_URL, timeout: float = 2.5) -> bool:
+    """Whether ``url`` answers an HTTP HEAD request within ``timeout`` seconds (DNS included).
+
+    Runs in a thread that is abandoned after the timeout, so a hanging DNS lookup or proxy cannot stall.
+    """
+    import urllib.request
+
     result = []
 
     def probe():
         try:
-            socket.create_connection(host, timeout=timeout).close()
-            result.append(True)
-        except OSError:
+            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout) as r:
+                result.append(r.status < 400)
+        except Exception:
             pass
 
     t = threading.Thread(target=probe, daemon=True)
     t.start()
     t.join(timeout + 0.5)
-    return bool(result)
+    return bool(result and result[0])
 
 
 def download_cifar10(data_dir: str) -> str:

@@ -1,0 +1,198 @@
+"""Datasets: MNIST-5k, digits, CIFAR-10 (on a fixture in the official format), auto, batches, augmentation."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from resnet_tutorial import data as rd
+from resnet_tutorial.data import DataError, load_dataset
+
+
+def write_cifar10_fixture(root, n_per_batch=50, seed=0):
+    """A tiny CIFAR-10 in the official python-version layout (pickled dict batches); returns the images."""
+    folder = os.path.join(root, "cifar-10-batches-py")
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    batches = {}
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        data = rng.integers(0, 256, size=(n_per_batch, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, size=n_per_batch)]
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
+                         b"filenames": [b"x.png"] * n_per_batch}, f)
+        batches[name] = (data, labels)
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    with open(os.path.join(folder, "batches.meta"), "wb") as f:
+        pickle.dump({b"label_names": names, b"num_cases_per_batch": n_per_batch, b"num_vis": 3072}, f)
+    return batches
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_dataset("mnist5k")
+
+
+def test_mnist5k_split_is_fixed_stratified_uint8(mnist):
+    assert (len(mnist.train), len(mnist.test)) == (4000, 1000)
+    assert mnist.train.images.dtype == torch.uint8 and mnist.train.images.shape[1:] == (1, 28, 28)
+    assert mnist.train.labels.dtype == torch.int64
+    assert torch.bincount(mnist.train.labels).tolist() == [400] * 10
+    assert torch.bincount(mnist.test.labels).tolist() == [100] * 10
+    again = load_dataset("mnist5k")
+    assert torch.equal(again.train.images, mnist.train.images) and torch.equal(again.test.labels, mnist.test.labels)
+    assert (mnist.in_chans, mnist.num_classes, mnist.image_size) == (1, 10, 28)
+    assert mnist.classes == [str(d) for d in range(10)] and "MNIST-5k" in mnist.source
+
+
+def test_normalisation_uses_training_split_statistics(mnist):
+    x = mnist.train.images.double() / 255
+    assert mnist.mean[0] == pytest.approx(x.mean().item(), abs=1e-4)
+    assert mnist.std[0] == pytest.approx(x.std().item(), abs=1e-4)
+    z = mnist.normalize(mnist.train.images)
+    assert abs(z.mean().item()) < 1e-3 and z.std().item() == pytest.approx(1.0, abs=1e-3)
+    back = mnist.denormalize(z[:5])
+    assert torch.allclose(back, mnist.train.images[:5].float() / 255, atol=1e-5)
+
+
+def test_digits_scaled_and_resized():
+    d = load_dataset("digits")
+    assert (len(d.train), len(d.test)) == (1347, 450) and d.image_size == 8
+    assert d.train.images.dtype == torch.uint8 and d.train.images.max().item() == 255
+    big = load_dataset("digits", image_size=28)
+    assert big.train.images.shape[1:] == (1, 28, 28) and torch.equal(big.train.labels, d.train.labels)
+    assert big.std != d.std  # statistics recomputed on the resized images
+
+
+def test_cifar10_fixture_in_official_format_loads(tmp_path):
+    batches = write_cifar10_fixture(tmp_path)
+    d = load_dataset("cifar10", data_dir=str(tmp_path), download=False)
+    assert (len(d.train), len(d.test)) == (250, 50)
+    assert d.train.images.shape[1:] == (3, 32, 32) and d.train.images.dtype == torch.uint8
+    assert d.classes[0] == "airplane" and d.classes[9] == "truck"
+    row, labels = batches["data_batch_2"]
+    # row-major: 1024 red values, then green, then blue, each 32x32
+    assert torch.equal(d.train.images[50].flatten(), torch.from_numpy(row[0]))
+    assert d.train.labels[50:100].tolist() == labels
+    assert d.augmentation == "crop_flip" and len(d.mean) == 3
+    # data_dir may also point at the cifar-10-batches-py folder itself
+    assert len(load_dataset("cifar10", data_dir=str(tmp_path / "cifar-10-batches-py"), download=False).test) == 50
+
+
+def test_malformed_cifar10_gives_data_error(tmp_path):
+    write_cifar10_fixture(tmp_path, n_per_batch=4)
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "wb") as f:
+        pickle.dump({b"data": np.zeros((4, 100), np.uint8), b"labels": [0] * 4}, f)
+    with pytest.raises(DataError, match="data_batch_3"):
+        load_dataset("cifar10", data_dir=str(tmp_path), download=False)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_4").write_bytes(b"\x80\x04garbage")
+    os.remove(tmp_path / "cifar-10-batches-py" / "data_batch_3")
+    with pytest.raises(DataError, match="data_batch_3"):
+        load_dataset("cifar10", data_dir=str(tmp_path), download=False)
+
+
+def test_missing_cifar10_offline_fails_fast(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match="no CIFAR-10"):
+        load_dataset("cifar10", data_dir=str(tmp_path), download=False)
+    monkeypatch.setattr(rd, "_online", lambda *a, **k: False)
+    with pytest.raises(DataError, match="offline"):
+        load_dataset("cifar10", data_dir=str(tmp_path), download=True)
+
+
+def test_online_probe_fails_fast():
+    import socket
+    import time
+
+    start = time.perf_counter()
+    assert rd._online("http://no-such-host.invalid/x", timeout=1) is False
+    with socket.socket() as server:  # a server that accepts but never answers: the probe gives up
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        assert rd._online(f"http://127.0.0.1:{server.getsockname()[1]}/x", timeout=1) is False
+    assert time.perf_counter() - start < 6
+
+
+def test_auto_prefers_cifar10_copy_else_mnist(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(rd, "_online", lambda *a, **k: False)
+    d = load_dataset("auto", data_dir=str(tmp_path))
+    assert d.name == "mnist5k"
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "MNIST-5k" in out[0] and "offline" in out[0]
+    write_cifar10_fixture(tmp_path, n_per_batch=4)
+    d = load_dataset("auto", data_dir=str(tmp_path))
+    assert d.name == "cifar10"
+    assert "CIFAR-10" in capsys.readouterr().out
+
+
+def test_unknown_dataset():
+    with pytest.raises(DataError, match="unknown dataset 'imagenet'.*mnist5k"):
+        load_dataset("imagenet")
+
+
+def test_loader_batches_cover_split_and_shuffle_per_epoch():
+    d = load_dataset("digits")
+    loader = d.loader("train", batch_size=100, augment=False, device="cpu", seed=3)
+    assert len(loader) == 14
+    ys = torch.cat([y for _, y in loader])
+    assert sorted(ys.tolist()) == sorted(d.train.labels.tolist())
+    again = torch.cat([y for _, y in loader])
+    assert torch.equal(ys, again)  # same (seed, epoch): same order
+    loader.set_epoch(1)
+    assert not torch.equal(ys, torch.cat([y for _, y in loader]))
+    x, y = next(iter(d.loader("test", batch_size=64)))
+    assert x.dtype == torch.float32 and x.shape == (64, 1, 8, 8)
+    assert torch.equal(y, d.test.labels[:64])  # the test split is not shuffled
+    assert torch.allclose(x, d.normalize(d.test.images[:64]))
+
+
+def test_loader_shards_by_rank():
+    d = load_dataset("digits")
+    shards = [torch.cat([y for _, y in d.loader("train", 50, augment=False, rank=r, world_size=2, seed=1)])
+              for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 674  # ceil(1347 / 2), padded like DistributedSampler
+    counts = torch.bincount(torch.cat(shards), minlength=10) - torch.bincount(d.train.labels, minlength=10)
+    assert counts.sum().item() == 1 and counts.min().item() == 0
+
+
+def _shifts(img, p, flips=False):
+    padded = torch.nn.functional.pad(img, (p,) * 4)
+    h, w = img.shape[-2:]
+    out = [padded[..., i : i + h, j : j + w] for i in range(2 * p + 1) for j in range(2 * p + 1)]
+    return out + [o.flip(-1) for o in out] if flips else out
+
+
+def test_digit_augmentation_shifts_but_never_flips():
+    d = load_dataset("digits")
+    img = d.normalize(d.train.images[:1])
+    g = torch.Generator().manual_seed(0)
+    batch = d.augment(img.repeat(64, 1, 1, 1), g)
+    shifted = _shifts(img, 2)
+    for x in batch:
+        assert any(torch.equal(x[None], s) for s in shifted)
+    assert len({tuple(x.flatten().tolist()) for x in batch}) > 5  # really random
+
+
+def test_cifar_augmentation_crops_and_flips(tmp_path):
+    write_cifar10_fixture(tmp_path, n_per_batch=2)
+    d = load_dataset("cifar10", data_dir=str(tmp_path), download=False)
+    img = d.normalize(d.train.images[:1])
+    batch = d.augment(img.repeat(64, 1, 1, 1), torch.Generator().manual_seed(0))
+    plain, flipped = _shifts(img, 4), [s.flip(-1) for s in _shifts(img, 4)]
+    n_flipped = 0
+    for x in batch:
+        is_plain = any(torch.equal(x[None], s) for s in plain)
+        is_flipped = any(torch.equal(x[None], s) for s in flipped)
+        assert is_plain or is_flipped
+        n_flipped += is_flipped and not is_plain
+    assert 10 < n_flipped < 54
+
+
+def test_subset_is_stratified():
+    d = load_dataset("digits")
+    s = d.subset(n_per_class=7, seed=1, test_per_class=3)
+    assert torch.bincount(s.train.labels).tolist() == [7] * 10
+    assert torch.bincount(s.test.labels).tolist() == [3] * 10
+    assert s.mean == d.mean and s.fingerprint() != d.fingerprint()
+    assert torch.equal(d.subset(7, seed=1).train.images, s.train.images)
