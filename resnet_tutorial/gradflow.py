@@ -161,3 +161,81 @@ def deletion_study(model: ResNet, data, *, batch_size: int = 500, device=None, p
             acc = evaluate_accuracy(model, data, batch_size, device)
         rows.append({"name": name, "changes_shape": changes_shape(block), "accuracy": acc})
     return rows
+
+
+def degradation_experiment(
+    data,
+    names=("plain20", "plain56", "resnet20", "resnet56"),
+    *,
+    channels: tuple[int, ...] = (16, 32, 64),
+    epochs: int,
+    seed: int = 0,
+    **fit_kwargs,
+) -> dict:
+    """Train each CIFAR-style net of ``names`` on ``data`` with one recipe: the paper's Figs. 1 and 6.
+
+    Every net starts from the same seed and is trained by :func:`~resnet_tutorial.experiments.cached_fit`
+    (so a second run, or another chapter asking for the same nets, loads them), recording per-layer
+    gradient norms on the way. Returns ``{name: (trained model, History)}``.
+    """
+    from .experiments import cached_fit
+    from .models import create_model
+    from .runtime import seed_everything
+
+    results = {}
+    for name in names:
+        seed_everything(seed)
+        model = create_model(name, in_chans=data.in_chans, num_classes=data.num_classes, channels=channels)
+        history = cached_fit(
+            model, data, tag=f"degradation-{name}", epochs=epochs, seed=seed, record_grad_norms=True, **fit_kwargs
+        )
+        results[name] = (model, history)
+    return results
+
+
+def gradient_profile(model: ResNet, x: torch.Tensor, y: torch.Tensor, loss_fn=None) -> dict:
+    """Where the gradient of one batch goes, from one backward pass.
+
+    Returns ``{"weights": {layer: norm}, "blocks": {block: gradient}}``:
+
+    * ``"weights"``: the gradient norm of every conv/linear weight in depth order (as
+      :func:`~resnet_tutorial.training.layer_grad_norms`);
+    * ``"blocks"``: the gradient of the loss with respect to the *input* of every block, the signal
+      :math:`\\partial L/\\partial x_l` of He et al. (2016b), keyed by block name (``"layer1.0"`` is the
+      stem's output), plus ``"features"`` for the output of the last block.
+
+    The model's ``.grad`` attributes are left as they were.
+    """
+    from .training import weight_layers
+
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    grads: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def capture(name):
+        def pre_hook(module, inputs):
+            inputs[0].register_hook(lambda g: grads.__setitem__(name, g.detach().clone()))
+            return None
+
+        return pre_hook
+
+    def output_hook(module, inputs, output):
+        output.register_hook(lambda g: grads.__setitem__("features", g.detach().clone()))
+
+    blocks = named_blocks(model)
+    for name, block in blocks:
+        handles.append(block.register_forward_pre_hook(capture(name)))
+    handles.append(blocks[-1][1].register_forward_hook(output_hook))
+    params = list(model.parameters())
+    saved = [p.grad for p in params]
+    try:
+        for p in params:
+            p.grad = None
+        loss_fn(model(x), y).backward()
+        weights = {name: w.grad.norm().item() for name, w in weight_layers(model).items() if w.grad is not None}
+    finally:
+        for h in handles:
+            h.remove()
+        for p, g in zip(params, saved, strict=True):
+            p.grad = g
+    return {"weights": weights, "blocks": {name: grads[name] for name in [n for n, _ in blocks] + ["features"]}}

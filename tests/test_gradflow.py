@@ -143,3 +143,25 @@ def test_deletion_study_rows():
     plain = cifar_net(20, residual=False, channels=(4, 8, 16), in_chans=1)
     names = [r["name"] for r in deletion_study(plain, data, batch_size=7)[1:]]
     assert "layer2.0" not in names and "layer3.0" not in names and len(names) == 7
+
+
+def test_gradient_profile():
+    from resnet_tutorial.gradflow import gradient_profile
+    from resnet_tutorial.training import layer_grad_norms
+
+    torch.manual_seed(0)
+    model = cifar_net(20, channels=(4, 8, 16), in_chans=1).eval()
+    x, y = torch.randn(4, 1, 12, 12), torch.tensor([0, 1, 2, 3])
+    prof = gradient_profile(model, x, y)
+    assert all(p.grad is None for p in model.parameters())  # left as it was
+    ref = layer_grad_norms(model, x, y)
+    assert list(prof["weights"]) == list(ref)
+    assert all(abs(prof["weights"][k] - ref[k]) <= 1e-6 * max(1.0, ref[k]) for k in ref)
+    assert list(prof["blocks"]) == [n for n, _ in named_blocks(model)] + ["features"]
+    assert prof["blocks"]["layer1.0"].shape == (4, 4, 12, 12)
+    assert prof["blocks"]["features"].shape == (4, 16, 3, 3)
+    # Zero residual branches: every block is the identity (after its ReLU) and passes the gradient on
+    # unchanged wherever its input is positive.
+    model = cifar_net(20, channels=(4, 8, 16), in_chans=1, zero_init_last=True).eval()
+    g = gradient_profile(model, x, y)["blocks"]
+    assert torch.allclose(g["layer1.1"], g["layer1.2"]) and torch.allclose(g["layer3.1"], g["layer3.2"])
