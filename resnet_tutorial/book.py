@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from .runtime import describe_environment, get_profile, pick_device, seed_everything
@@ -54,7 +55,12 @@ class Chapter:
 
 
 def chapter_setup(title: str, seed: int = 0, device: str | torch.device | None = None) -> Chapter:
-    """Seed everything, pick the device, print where the chapter runs; return the :class:`Chapter`."""
+    """Seed everything, pick the device, print where the chapter runs; return the :class:`Chapter`.
+
+    Also prints NumPy scalars as plain numbers (``4.7``, not ``np.float64(4.7)``), in outputs and in values
+    glued into the prose with ``myst_nb.glue`` (whose ``{glue:text}`x:.1f``` formatting parses that text).
+    """
+    np.set_printoptions(legacy="1.25")
     seed_everything(seed)
     chapter = Chapter(title=title, device=pick_device(device), profile=get_profile(), seed=seed)
     print(describe_environment(chapter.device))

@@ -36,6 +36,18 @@ def test_show_source_prints_outside_a_notebook(capsys):
     assert capsys.readouterr().out.startswith("def forward")
 
 
+def test_chapter_setup_prints_numpy_scalars_as_plain_numbers(monkeypatch):
+    import numpy as np
+
+    monkeypatch.setenv("RESNET_TUTORIAL_PROFILE", "cpu")
+    options = np.get_printoptions()
+    try:
+        book.chapter_setup("A chapter", device="cpu")
+        assert repr(np.float64(4.75)) == "4.75"  # what myst_nb's {glue:text}`x:.1f` parses
+    finally:
+        np.set_printoptions(**options)
+
+
 def test_chapter_setup_seeds_and_reports(monkeypatch, capsys):
     monkeypatch.setenv("RESNET_TUTORIAL_PROFILE", "cpu")
     ch = book.chapter_setup("A chapter", seed=3, device="cpu")
