@@ -1,0 +1,220 @@
+"""fit, its History, schedules, gradient norms, NaN handling, resume equality and cached_fit."""
+
+import json
+import math
+import os
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+import resnet_tutorial as rt
+from resnet_tutorial import checkpoint as ckpt_module
+from resnet_tutorial import training
+from resnet_tutorial.data import load_dataset
+from resnet_tutorial.experiments import cached_fit, experiment_key
+from resnet_tutorial.training import History, TrainingError, fit, layer_grad_norms, make_scheduler
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run faster, and far more steadily on a busy machine, on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits").subset(40, test_per_class=20)
+
+
+def tiny(seed=0):
+    torch.manual_seed(seed)
+    return rt.create_model("resnet20", in_chans=1, num_classes=10, channels=(4, 8, 16))
+
+
+def weights_equal(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_fit_learns_and_returns_history(digits):
+    model = tiny()
+    h = fit(model, digits, epochs=6, batch_size=32, lr=0.05, progress=False, device="cpu")
+    assert [e["epoch"] for e in h.epochs] == list(range(1, 7))
+    keys = {"epoch", "train_loss", "train_acc", "train_error", "test_loss", "test_acc", "test_error", "lr", "seconds"}
+    assert keys <= set(h.final)
+    assert h.epochs[-1]["train_loss"] < h.epochs[0]["train_loss"]
+    assert h.final["test_acc"] > 0.3  # chance is 0.1
+    assert h.final["train_error"] == pytest.approx(1 - h.final["train_acc"])
+    assert h.seconds == pytest.approx(sum(e["seconds"] for e in h.epochs))
+    assert h.as_arrays("test_acc").shape == (6,)
+    assert h.config["epochs"] == 6 and h.config["dataset"] == "digits"
+    assert not model.training  # fit leaves the model in eval mode
+
+
+def test_history_round_trips_through_json(digits):
+    h = fit(tiny(), digits, epochs=2, batch_size=64, progress=False, record_grad_norms=True, eval_every=2)
+    assert "test_acc" not in h.epochs[0] and "test_acc" in h.epochs[1]
+    assert math.isnan(h.as_arrays("test_acc")[0])
+    back = History.from_dict(json.loads(json.dumps(h.to_dict())))
+    assert back.epochs == h.epochs and back.grad_norms == h.grad_norms and back.seconds == h.seconds
+
+
+def test_options_run_together(digits, capsys):
+    """Nesterov, label smoothing, clipping, step schedule, warm-up, bf16 autocast on the CPU, channels_last."""
+    h = fit(tiny(), digits, epochs=2, batch_size=64, nesterov=True, label_smoothing=0.1, clip_grad_norm=1.0,
+            schedule="step", milestones=[1], warmup_epochs=0.5, amp=True, channels_last=True, progress=True)
+    assert all(math.isfinite(e["train_loss"]) for e in h.epochs)
+    assert h.config["amp"] is True and h.config["channels_last"] is True
+    assert h.epochs[1]["lr"] == pytest.approx(0.01)  # divided by 10 at the milestone
+    assert "epoch 2/2" in capsys.readouterr().err  # a progress bar per epoch
+    fit(tiny(), digits, epochs=1, batch_size=64, progress=False)
+    assert capsys.readouterr().err == ""  # silent when asked
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step", "onecycle", "constant"])
+def test_schedules(schedule):
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = make_scheduler(opt, schedule, epochs=8, steps_per_epoch=10, milestones=None)
+    lrs = []
+    for _ in range(80):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    if schedule == "constant":
+        assert set(lrs) == {1.0}
+    elif schedule == "step":  # default milestones: 50% and 75% of the epochs
+        assert lrs[39] == 1.0 and lrs[40] == pytest.approx(0.1) and lrs[60] == pytest.approx(0.01)
+    elif schedule == "cosine":
+        assert lrs[0] == 1.0 and lrs[40] == pytest.approx(0.5, abs=0.02) and lrs[-1] < 0.01
+        assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    else:  # one-cycle: up for 25% of the steps, then down to ~0
+        peak = lrs.index(max(lrs))
+        assert 15 <= peak <= 21 and lrs[0] < 0.1 and lrs[-1] < 0.01 and max(lrs) == pytest.approx(1.0)
+
+
+def test_unknown_schedule():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(TrainingError, match="unknown schedule"):
+        make_scheduler(opt, "linear", 2, 2)
+
+
+class NaNNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+        self.num_classes = 10
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)) * float("nan")
+
+
+def test_nan_loss_is_a_clear_error(digits):
+    with pytest.raises(TrainingError, match="lower the learning rate"):
+        fit(NaNNet(), digits, epochs=1, batch_size=64, progress=False)
+
+
+def test_grad_norms(digits):
+    model = tiny()
+    h = fit(model, digits, epochs=2, batch_size=64, record_grad_norms=True, progress=False)
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    assert list(h.grad_norms) == convs  # every conv/linear layer, input to output
+    assert convs[0] == "conv1" and convs[-1] == "fc" and len(convs) == 20  # ResNet-20: 19 convs + fc
+    assert all(len(v) == 2 and all(x > 0 for x in v) for v in h.grad_norms.values())
+    x, y = next(iter(digits.loader("train", 64)))
+    norms = layer_grad_norms(model, x, y)
+    assert list(norms) == convs and all(v > 0 for v in norms.values())
+    assert all(p.grad is None for p in model.parameters())
+    # the same numbers by hand for one layer
+    model.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    assert norms["layer2.0.conv1"] == pytest.approx(model.layer2[0].conv1.weight.grad.norm().item(), rel=1e-5)
+
+
+def test_resume_gives_identical_weights(digits, tmp_path, monkeypatch):
+    kwargs = dict(epochs=4, batch_size=32, lr=0.05, progress=False, device="cpu", seed=5, record_grad_norms=True)
+    full_model = tiny(1)
+    full = fit(full_model, digits, **kwargs)
+
+    # The same run, interrupted after epoch 2 (its checkpoint is written, then the process "dies") ...
+    path = tmp_path / "run" / "checkpoint.pt"
+    real_save = ckpt_module.save_checkpoint
+
+    def save_then_die(*args, epoch, **kw):
+        real_save(*args, epoch=epoch, **kw)
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt_module, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny(1), digits, checkpoint_path=path, **kwargs)
+    monkeypatch.setattr(ckpt_module, "save_checkpoint", real_save)
+    assert os.listdir(tmp_path / "run") == ["checkpoint.pt"]  # no temporary file left behind
+
+    # ... and resumed by a fresh model, with the global RNGs disturbed in between.
+    torch.manual_seed(123)
+    resumed_model = tiny(99)
+    resumed = fit(resumed_model, digits, checkpoint_path=path, resume=True, **kwargs)
+    assert weights_equal(full_model, resumed_model)
+    assert [e["train_loss"] for e in resumed.epochs] == [e["train_loss"] for e in full.epochs]
+    assert resumed.grad_norms == full.grad_norms
+    assert ckpt_module.read_checkpoint(path)["epoch"] == 4
+
+
+def test_cached_fit_trains_once(digits, tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNET_TUTORIAL_CACHE", str(tmp_path))
+    calls = []
+    real_fit = training.fit
+    monkeypatch.setattr(training, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+    kwargs = dict(epochs=2, batch_size=64, lr=0.05, progress=False)
+
+    first_model = tiny()
+    first = cached_fit(first_model, digits, tag="demo", **kwargs)
+    second_model = tiny()
+    second = cached_fit(second_model, digits, tag="demo", **kwargs)
+    assert len(calls) == 1
+    assert second.to_dict() == first.to_dict()  # including the original training time
+    assert weights_equal(first_model, second_model)
+
+    cached_fit(tiny(), digits, tag="demo", **{**kwargs, "lr": 0.02})  # another kwarg: trains
+    cached_fit(tiny(seed=7), digits, tag="demo", **kwargs)  # other initial weights: trains
+    cached_fit(tiny(), digits.subset(20), tag="demo", **kwargs)  # other data: trains
+    assert len(calls) == 4
+    cached_fit(tiny(), digits, tag="demo", **{**kwargs, "progress": True})  # progress does not matter
+    assert len(calls) == 4
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+
+
+def test_cached_fit_key_and_damaged_entry(digits, tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNET_TUTORIAL_CACHE", str(tmp_path))
+    k = experiment_key(tiny(), digits, "a", {"epochs": 1})
+    assert k == experiment_key(tiny(), digits, "a", {"epochs": 1, "progress": False})
+    assert k != experiment_key(tiny(), digits, "b", {"epochs": 1})
+    assert k != experiment_key(rt.create_model("plain20", in_chans=1, channels=(4, 8, 16)), digits, "a", {"epochs": 1})
+    cached_fit(tiny(), digits, tag="x", epochs=1, progress=False)
+    (entry,) = os.listdir(tmp_path)
+    (tmp_path / entry).write_bytes(b"truncated")
+    h = cached_fit(tiny(), digits, tag="x", epochs=1, progress=False)  # damaged: trains again, rewrites
+    assert len(h.epochs) == 1 and torch.load(tmp_path / entry, weights_only=True)["tag"] == "x"
+
+
+def test_cached_fit_concurrent_runs(digits, tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNET_TUTORIAL_CACHE", str(tmp_path))
+    results, models = {}, [tiny(), tiny()]
+
+    def run(i):
+        results[i] = cached_fit(models[i], digits, tag="race", epochs=1, batch_size=128, progress=False)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 2 and len(os.listdir(tmp_path)) == 1
+    model = tiny()
+    again = cached_fit(model, digits, tag="race", epochs=1, batch_size=128, progress=False)
+    assert again.to_dict() in (results[0].to_dict(), results[1].to_dict())
