@@ -163,6 +163,26 @@ def deletion_study(model: ResNet, data, *, batch_size: int = 500, device=None, p
     return rows
 
 
+#: The degradation experiment of the book (chapters 2 and 4) in each profile: the data, the stage widths and
+#: one training recipe for every net. "full" is the paper's CIFAR-10 recipe (Sec. 4.2: batch 128, lr 0.1
+#: divided by 10 at 32k and 48k iterations of 64k, i.e. epochs 82 and 123 of 164; weight decay 1e-4,
+#: momentum 0.9); "cpu" is a few epochs at half width on MNIST-5k, small enough for CI.
+DEGRADATION_SETUP = {
+    "cpu": dict(
+        dataset="mnist5k",
+        channels=(8, 16, 32),
+        recipe=dict(epochs=3, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="cosine"),
+    ),
+    "full": dict(
+        dataset="auto",
+        channels=(16, 32, 64),
+        recipe=dict(
+            epochs=164, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="step", milestones=[82, 123]
+        ),
+    ),
+}
+
+
 def degradation_experiment(
     data,
     names=("plain20", "plain56", "resnet20", "resnet56"),
