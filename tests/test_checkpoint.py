@@ -1,0 +1,135 @@
+"""Checkpoints: round trip, atomic writes, RNG states, and every bad file."""
+
+import os
+import pickle
+
+import pytest
+import torch
+
+import resnet_tutorial as rt
+from resnet_tutorial import checkpoint as ck
+from resnet_tutorial.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from resnet_tutorial.training import make_optimizer, make_scheduler
+
+
+def tiny(num_classes=10, seed=0):
+    torch.manual_seed(seed)
+    return rt.create_model("resnet20", in_chans=1, num_classes=num_classes, channels=(4, 8, 16))
+
+
+def trained_setup():
+    model = tiny()
+    opt = make_optimizer(model, 0.1, 0.9, True, 5e-4)
+    sched = make_scheduler(opt, "cosine", epochs=3, steps_per_epoch=2)
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        sched.step()
+    return model, opt, sched
+
+
+def test_round_trip_restores_everything(tmp_path):
+    model, opt, sched = trained_setup()
+    path = tmp_path / "c.pt"
+    history = {"epochs": [{"epoch": 1, "train_loss": 1.5}], "grad_norms": {}, "seconds": 2.0}
+    torch.manual_seed(42)
+    save_checkpoint(path, model, opt, sched, epoch=3, history=history, config={"lr": 0.1})
+    expected_draw = torch.rand(3)
+    assert [f for f in os.listdir(tmp_path)] == ["c.pt"]
+
+    model2 = tiny(seed=5)
+    opt2 = make_optimizer(model2, 0.1, 0.9, True, 5e-4)
+    sched2 = make_scheduler(opt2, "cosine", epochs=3, steps_per_epoch=2)
+    torch.manual_seed(0)
+    state = load_checkpoint(path, model2, opt2, sched2)
+    assert torch.equal(torch.rand(3), expected_draw)  # RNG state restored
+    assert state["epoch"] == 3 and state["history"] == history and state["config"] == {"lr": 0.1}
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model2.state_dict().values(), strict=True))
+    assert sched2.last_epoch == sched.last_epoch
+    assert opt2.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"])
+    m0 = opt.state[opt.param_groups[0]["params"][0]]["momentum_buffer"]
+    assert torch.equal(opt2.state[opt2.param_groups[0]["params"][0]]["momentum_buffer"], m0)
+
+
+def test_model_from_checkpoint_rebuilds_the_architecture(tmp_path):
+    model = tiny(num_classes=7)
+    save_checkpoint(tmp_path / "c.pt", model, epoch=1)
+    rebuilt, state = model_from_checkpoint(tmp_path / "c.pt")
+    assert rebuilt.num_classes == 7 and rebuilt.in_chans == 1 and state["model_config"]["architecture"] == "resnet20"
+    x = torch.randn(2, 1, 8, 8)
+    model.eval()
+    rebuilt.eval()
+    assert torch.equal(model(x), rebuilt(x))
+
+
+def test_atomic_write_keeps_the_old_file_when_saving_fails(tmp_path, monkeypatch):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, tiny(), epoch=1)
+    before = path.read_bytes()
+
+    def broken_save(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ck.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, tiny(seed=3), epoch=2)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["c.pt"]
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at .*train first"):
+        load_checkpoint(tmp_path / "nope.pt", tiny())
+
+
+def test_truncated_checkpoint(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, tiny(), epoch=1)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(path, tiny())
+
+
+def test_foreign_files(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="truncated or not"):
+        load_checkpoint(text)
+    bare = tmp_path / "bare.pt"
+    torch.save(tiny().state_dict(), bare)  # a bare state_dict is not our checkpoint
+    with pytest.raises(CheckpointError, match="not a resnet_tutorial checkpoint"):
+        load_checkpoint(bare)
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_checkpoint_cannot_run_code(tmp_path):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"format": ck.FORMAT, "model": {}, "x": Evil()}, f, protocol=2)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_checkpoint_for_another_number_of_classes(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, tiny(num_classes=5), epoch=1)
+    with pytest.raises(CheckpointError, match="trained for 5 classes but the model has 10.*num_classes=5"):
+        load_checkpoint(path, tiny(num_classes=10))
+
+
+def test_checkpoint_of_another_architecture(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, tiny(), epoch=1)
+    with pytest.raises(CheckpointError, match="resnet20"):
+        load_checkpoint(path, rt.create_model("resnet32", in_chans=1, channels=(4, 8, 16)))
