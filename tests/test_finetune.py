@@ -1,0 +1,109 @@
+"""Fine-tuning helpers: freeze/unfreeze, frozen BN statistics, per-stage learning rates, loading weights."""
+
+import pytest
+import torch
+import torchvision
+
+import resnet_tutorial as rt
+from resnet_tutorial.checkpoint import save_checkpoint
+from resnet_tutorial.data import load_dataset
+from resnet_tutorial.finetune import (
+    FinetuneError,
+    freeze,
+    freeze_bn_stats,
+    load_for_finetuning,
+    model_parts,
+    stage_param_groups,
+    trainable_parameters,
+    unfreeze,
+)
+from resnet_tutorial.training import fit
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(num_classes=10, seed=0):
+    torch.manual_seed(seed)
+    return rt.create_model("resnet20", in_chans=1, num_classes=num_classes, channels=(4, 8, 16))
+
+
+def test_parts_and_freeze_unfreeze():
+    model = tiny()
+    assert list(model_parts(model)) == ["stem", "layer1", "layer2", "layer3", "head"]
+    freeze(model)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["fc.weight", "fc.bias"]
+    unfreeze(model, ["layer3"])
+    assert trainable_parameters(model) == sum(p.numel() for p in model.layer3.parameters()) + 170
+    unfreeze(model)
+    assert all(p.requires_grad for p in model.parameters())
+    with pytest.raises(FinetuneError, match="unknown part.*layer4"):
+        freeze(model, ["layer4"])
+
+
+def test_frozen_bn_keeps_running_statistics_in_train_mode():
+    model = tiny()
+    freeze(model, ["stem"])
+    model.train()
+    before = model.bn1.running_mean.clone(), model.layer1[0].bn1.running_mean.clone()
+    model(torch.randn(8, 1, 8, 8) * 3 + 1)
+    assert torch.equal(model.bn1.running_mean, before[0])  # frozen: unchanged
+    assert not torch.equal(model.layer1[0].bn1.running_mean, before[1])  # trainable: updated
+    unfreeze(model, ["stem"])
+    model.train()
+    model(torch.randn(8, 1, 8, 8) * 3 + 1)
+    assert not torch.equal(model.bn1.running_mean, before[0])
+    freeze_bn_stats(model)
+    model.train()
+    frozen = model.layer3[2].bn2.running_var.clone()
+    model(torch.randn(8, 1, 8, 8))
+    assert torch.equal(model.layer3[2].bn2.running_var, frozen)
+
+
+def test_stage_param_groups_and_fit_only_moves_trainable_weights():
+    data = load_dataset("digits").subset(20, test_per_class=5)
+    model = tiny()
+    freeze(model, ["stem", "layer1"])
+    groups = stage_param_groups(model, {"layer2": 0.001, "layer3": 0.01}, head_lr=0.1)
+    assert [(g["name"], g["lr"]) for g in groups] == [("layer2", 0.001), ("layer3", 0.01), ("head", 0.1)]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    h = fit(model, data, epochs=1, batch_size=50, param_groups=groups, schedule="constant", progress=False)
+    after = model.state_dict()
+    assert torch.equal(after["conv1.weight"], before["conv1.weight"])
+    assert torch.equal(after["layer1.0.conv1.weight"], before["layer1.0.conv1.weight"])
+    assert torch.equal(after["bn1.running_mean"], before["bn1.running_mean"])
+    assert not torch.equal(after["layer2.0.conv1.weight"], before["layer2.0.conv1.weight"])
+    assert not torch.equal(after["fc.weight"], before["fc.weight"])
+    assert h.final["lr"] == 0.001  # the first group's rate
+    with pytest.raises(FinetuneError, match="unknown part"):
+        stage_param_groups(model, {"layer9": 0.1})
+
+
+def test_load_torchvision_state_dict_and_replace_head():
+    tv = torchvision.models.resnet18()  # built locally: the same keys as the downloaded weights
+    model = load_for_finetuning(tv.state_dict(), num_classes=5, model="resnet18", freeze_backbone=True)
+    assert model.fc.out_features == 5
+    assert torch.equal(model.layer4[1].conv2.weight, tv.layer4[1].conv2.weight)
+    assert torch.equal(model.bn1.running_var, tv.bn1.running_var)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["fc.weight", "fc.bias"]
+    with pytest.raises(FinetuneError, match="architecture"):
+        load_for_finetuning(tv.state_dict(), num_classes=5)
+
+
+def test_load_our_checkpoint_for_another_task(tmp_path):
+    source = tiny(num_classes=10)
+    save_checkpoint(tmp_path / "c.pt", source, epoch=3)
+    model = load_for_finetuning(tmp_path / "c.pt", num_classes=4)
+    assert model.num_classes == 4 and model.fc.out_features == 4
+    assert torch.equal(model.layer2[0].conv1.weight, source.layer2[0].conv1.weight)
+    x = torch.randn(2, 1, 8, 8)
+    model.eval()
+    source.eval()
+    assert torch.allclose(model.forward_head(model.forward_features(x), pre_logits=True),
+                          source.forward_head(source.forward_features(x), pre_logits=True))
