@@ -165,3 +165,20 @@ def test_gradient_profile():
     model = cifar_net(20, channels=(4, 8, 16), in_chans=1, zero_init_last=True).eval()
     g = gradient_profile(model, x, y)["blocks"]
     assert torch.allclose(g["layer1.1"], g["layer1.2"]) and torch.allclose(g["layer3.1"], g["layer3.2"])
+
+
+def test_degradation_experiment_trains_once_then_loads(tmp_path, monkeypatch):
+    from resnet_tutorial.data import load_dataset
+    from resnet_tutorial.gradflow import degradation_experiment
+
+    monkeypatch.setenv("RESNET_TUTORIAL_CACHE", str(tmp_path))
+    data = load_dataset("digits").subset(n_per_class=10, test_per_class=5)
+    kwargs = dict(channels=(2, 4, 8), epochs=1, batch_size=32, progress=False)
+    first = degradation_experiment(data, ("plain20", "resnet20"), **kwargs)
+    model, history = first["resnet20"]
+    assert history.grad_norms and len(history.epochs) == 1  # gradient norms were recorded
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) and (tmp_path / "degradation-resnet20.lock").exists()
+    again = degradation_experiment(data, ("resnet20",), **kwargs)
+    assert again["resnet20"][1].to_dict() == history.to_dict()  # loaded, not retrained
+    for a, b in zip(model.state_dict().values(), again["resnet20"][0].state_dict().values(), strict=True):
+        assert torch.equal(a.cpu(), b.cpu())
