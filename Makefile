@@ -17,7 +17,6 @@ NPM    ?= npm
 # build reuses what nbval trained a few minutes earlier instead of training it again.
 RESNET_TUTORIAL_CACHE ?= $(CURDIR)/_build/.experiments
 export RESNET_TUTORIAL_CACHE
-export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 MATHJAX      := book/_mathjax/mathjax/tex-mml-chtml.js
