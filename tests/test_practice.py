@@ -1,0 +1,57 @@
+"""The running example asks the experiment cache for one and the same experiment from every chapter."""
+
+import torch
+
+from resnet_tutorial import practice
+from resnet_tutorial.data import load_dataset
+from resnet_tutorial.experiments import experiment_key
+
+
+def test_mnist_resnet20_is_the_same_experiment_on_every_call(monkeypatch):
+    calls = []
+
+    def fake_cached_fit(model, data, *, tag, **kwargs):
+        calls.append((experiment_key(model, data, tag, kwargs), {k: v.clone() for k, v in model.state_dict().items()}))
+        return "history"
+
+    monkeypatch.setattr(practice, "cached_fit", fake_cached_fit)
+    data = load_dataset("mnist5k")
+    torch.manual_seed(123)  # whatever ran before must not change the experiment
+    model, history = practice.mnist_resnet20(data, device="cpu")
+    torch.manual_seed(456)
+    practice.mnist_resnet20(data, device="cpu")
+    assert history == "history" and not model.training
+    assert model.conv1.in_channels == 1 and model.num_classes == 10
+    (key1, w1), (key2, w2) = calls
+    assert key1 == key2
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_the_recipe_trains_with_sgd_arguments_fit_knows():
+    import inspect
+
+    from resnet_tutorial.training import fit
+
+    assert set(practice.MNIST_RESNET20_RECIPE) <= set(inspect.signature(fit).parameters)
+
+
+def test_the_lock_serialises_two_holders(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    monkeypatch.setenv("RESNET_TUTORIAL_CACHE", str(tmp_path))
+    events = []
+
+    def hold(label):
+        with practice._exclusive("demo"):
+            events.append(f"{label} in")
+            time.sleep(0.2)
+            events.append(f"{label} out")
+
+    threads = [threading.Thread(target=hold, args=(x,)) for x in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert events[0].endswith("in") and events[1].endswith("out") and events[1][0] == events[0][0]
+    assert (tmp_path / "demo.lock").exists()
