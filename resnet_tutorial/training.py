@@ -277,6 +277,7 @@ def fit(
         row = dict(epoch=epoch + 1, train_loss=(sums[0] / sums[2]).item(), train_acc=(sums[1] / sums[2]).item())
         row["train_error"] = 1 - row["train_acc"]
         row["lr"] = optimizer.param_groups[0]["lr"]
+        row["train_seconds"] = time.perf_counter() - t0
         if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
             row["test_loss"], row["test_acc"] = evaluate_loss_acc(model, test_loader, use_amp, amp_dtype, channels_last)
             row["test_error"] = 1 - row["test_acc"]
