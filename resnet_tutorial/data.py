@@ -110,7 +110,8 @@ class ImageData:
         return (x * std + mean).clamp(0, 1)
 
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """This dataset's augmentation of a normalised batch (random numbers drawn from ``generator``)."""
+        """This dataset's augmentation of a batch of images *before* normalisation (uint8 or float), so that
+        the padding is black, as in the paper; random numbers are drawn from ``generator``."""
         if self.augmentation == "crop_flip":
             return random_flip(random_crop(x, 4, generator), generator)
         if self.augmentation == "shift":
@@ -212,7 +213,7 @@ def _take_per_class(split: Split, n: int, g: torch.Generator) -> Split:
 
 
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Pad a batch by ``padding`` zeros and cut a random window of the original size from each image
+    """Pad a batch by ``padding`` zeros (black) and cut a random window of the original size from each image
     (a random shift of up to ``padding`` pixels in each direction), all images at once."""
     n, c, h, w = x.shape
     shifts = torch.randint(0, 2 * padding + 1, (2, n), generator=generator).to(x.device)
@@ -269,10 +270,10 @@ class BatchLoader:
         idx = self._indices(generator).to(self.device)
         for i in range(len(self)):
             batch = idx[i * self.batch_size : (i + 1) * self.batch_size]
-            x = self.data.normalize(split.images[batch])
+            images = split.images[batch]
             if self.augment:
-                x = self.data.augment(x, generator)
-            yield x, split.labels[batch]
+                images = self.data.augment(images, generator)
+            yield self.data.normalize(images), split.labels[batch]
 
 
 # --- building datasets ----------------------------------------------------------------------------

@@ -105,11 +105,11 @@ def show_images(images, labels=None, classes=None, nrow: int = 8, ax=None, data=
 
 def show_augmentations(data, index: int = 0, n: int = 8, seed: int = 0, ax=None):
     """One training image and ``n - 1`` random augmentations of it, as the training loop makes them."""
-    x = data.normalize(data.train.images[index : index + 1]).repeat(n, 1, 1, 1)
+    x = data.train.images[index : index + 1].repeat(n, 1, 1, 1)
     g = torch.Generator().manual_seed(seed)
     x = torch.cat([x[:1], data.augment(x[1:], g)])
     captions = ["original"] + [f"aug {i}" for i in range(1, n)]
-    return show_images(x, labels=captions, data=data, nrow=n, ax=ax)
+    return show_images(x, labels=captions, nrow=n, ax=ax)
 
 
 def plot_grad_norms(norms, log: bool = True, ax=None, title="gradient norm per layer"):
