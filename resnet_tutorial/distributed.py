@@ -40,11 +40,10 @@ def setup(device: str | None = None) -> torch.device:
 
     NCCL with one GPU per process when CUDA is available, else gloo on the CPU.
     """
-    if device is None or str(device).startswith("cuda"):
-        use_cuda = torch.cuda.is_available()
-    else:
-        use_cuda = False
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", 1)))
+    # NCCL needs a GPU per process; with fewer GPUs than processes, every process trains on the CPU.
+    use_cuda = (device is None or str(device).startswith("cuda")) and torch.cuda.device_count() >= local_world
     if use_cuda:
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)

@@ -141,7 +141,7 @@ def test_loader_batches_cover_split_and_shuffle_per_epoch():
     assert torch.equal(ys, again)  # same (seed, epoch): same order
     loader.set_epoch(1)
     assert not torch.equal(ys, torch.cat([y for _, y in loader]))
-    x, y = next(iter(d.loader("test", batch_size=64)))
+    x, y = next(iter(d.loader("test", batch_size=64, device="cpu")))
     assert x.dtype == torch.float32 and x.shape == (64, 1, 8, 8)
     assert torch.equal(y, d.test.labels[:64])  # the test split is not shuffled
     assert torch.allclose(x, d.normalize(d.test.images[:64]))
@@ -149,7 +149,7 @@ def test_loader_batches_cover_split_and_shuffle_per_epoch():
 
 def test_loader_shards_by_rank():
     d = load_dataset("digits")
-    shards = [torch.cat([y for _, y in d.loader("train", 50, augment=False, rank=r, world_size=2, seed=1)])
+    shards = [torch.cat([y for _, y in d.loader("train", 50, augment=False, rank=r, world_size=2, seed=1, device="cpu")])
               for r in range(2)]
     assert len(shards[0]) == len(shards[1]) == 674  # ceil(1347 / 2), padded like DistributedSampler
     counts = torch.bincount(torch.cat(shards), minlength=10) - torch.bincount(d.train.labels, minlength=10)
@@ -172,7 +172,7 @@ def test_digit_augmentation_shifts_but_never_flips():
     for x in batch:
         assert any(torch.equal(x[None], s) for s in shifted)
     assert len({tuple(x.flatten().tolist()) for x in batch}) > 5  # really random
-    x, _ = next(iter(d.loader("train", 512, seed=0)))
+    x, _ = next(iter(d.loader("train", 512, seed=0, device="cpu")))
     assert torch.isclose(x.min(), d.normalize(torch.zeros(1, 1, 1, 1, dtype=torch.uint8)).min())  # black border
 
 

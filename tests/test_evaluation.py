@@ -64,8 +64,9 @@ def test_confusion_and_per_class_match_sklearn():
 def test_evaluate(trained, digits):
     model, history = trained
     m = evaluate(model, digits, device="cpu")
-    assert m.accuracy == pytest.approx(history.final["test_acc"], abs=1e-6)
-    assert m.loss == pytest.approx(history.final["test_loss"], rel=1e-4)
+    tol = 0.02 if history.config["amp"] else 1e-4  # fit evaluates under autocast on a GPU
+    assert m.accuracy == pytest.approx(history.final["test_acc"], abs=tol)
+    assert m.loss == pytest.approx(history.final["test_loss"], rel=tol)
     assert m.confusion.sum().item() == 100 and m.confusion.trace().item() == round(100 * m.accuracy)
     assert m.top5 >= m.accuracy
     assert torch.allclose(m.probabilities.sum(1), torch.ones(100), atol=1e-5)

@@ -74,7 +74,7 @@ def test_stage_param_groups_and_fit_only_moves_trainable_weights():
     assert [(g["name"], g["lr"]) for g in groups] == [("layer2", 0.001), ("layer3", 0.01), ("head", 0.1)]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     h = fit(model, data, epochs=1, batch_size=50, param_groups=groups, schedule="constant", progress=False)
-    after = model.state_dict()
+    after = {k: v.cpu() for k, v in model.state_dict().items()}
     assert torch.equal(after["conv1.weight"], before["conv1.weight"])
     assert torch.equal(after["layer1.0.conv1.weight"], before["layer1.0.conv1.weight"])
     assert torch.equal(after["bn1.running_mean"], before["bn1.running_mean"])
