@@ -87,7 +87,11 @@ def broadcast_object(obj):
 
 
 def progress_bar(total: int, desc: str, enabled: bool):
-    """A tqdm bar (the notebook widget in Jupyter); a silent one when not ``enabled``."""
-    from tqdm.auto import tqdm
+    """A tqdm bar (the notebook widget in Jupyter, when ipywidgets is installed); silent when not ``enabled``."""
+    try:
+        import ipywidgets  # noqa: F401  (tqdm's notebook widget needs it; without it, plain text bars)
+        from tqdm.auto import tqdm
+    except ImportError:
+        from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, disable=not enabled, file=sys.stderr, dynamic_ncols=True)

@@ -227,9 +227,10 @@ def fit(
     scheduler = make_scheduler(optimizer, schedule, epochs, len(train_loader), milestones, gamma, warmup_epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
     recorder = GradNormRecorder(model) if record_grad_norms else None
-    config = dict(dataset=getattr(data, "name", None), epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, nesterov=nesterov,
-                  weight_decay=weight_decay, schedule=schedule, label_smoothing=label_smoothing, augment=augment,
-                  amp=use_amp, amp_dtype=str(amp_dtype), channels_last=channels_last, seed=seed, world_size=world)
+    config = dict(dataset=getattr(data, "name", None), epochs=epochs, batch_size=batch_size, lr=lr,
+                  momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, schedule=schedule,
+                  label_smoothing=label_smoothing, augment=augment, amp=use_amp, amp_dtype=str(amp_dtype),
+                  channels_last=channels_last, seed=seed, world_size=world)
     history, start = History(config=config), 0
     if resume and checkpoint_path and os.path.exists(checkpoint_path):
         state = load_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler=scaler)
@@ -243,6 +244,7 @@ def fit(
     for epoch in range(start, epochs):
         t0, net = time.perf_counter(), net.train()
         train_loader.set_epoch(epoch)
+        epoch_lr = optimizer.param_groups[0]["lr"]
         sums = torch.zeros(3, device=device)  # loss sum, correct, seen
         bar = dist_utils.progress_bar(len(train_loader), f"epoch {epoch + 1}/{epochs}", progress and rank == 0)
         for step, (x, y) in enumerate(train_loader):
@@ -267,6 +269,7 @@ def fit(
             if step % 20 == 0 or step == len(train_loader) - 1:  # one sync every 20 steps
                 train_loss = sums[0].item() / sums[2].item()
                 if not math.isfinite(train_loss):
+                    bar.close()
                     raise TrainingError(
                         f"the training loss became {train_loss} in epoch {epoch + 1}: lower the learning rate "
                         f"(lr={lr}), add warm-up or gradient clipping (clip_grad_norm=1.0)"
@@ -276,7 +279,7 @@ def fit(
         sums = dist_utils.all_reduce_sum(sums)
         row = dict(epoch=epoch + 1, train_loss=(sums[0] / sums[2]).item(), train_acc=(sums[1] / sums[2]).item())
         row["train_error"] = 1 - row["train_acc"]
-        row["lr"] = optimizer.param_groups[0]["lr"]
+        row["lr"] = epoch_lr  # the first group's learning rate at the start of the epoch
         row["train_seconds"] = time.perf_counter() - t0
         if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
             row["test_loss"], row["test_acc"] = evaluate_loss_acc(model, test_loader, use_amp, amp_dtype, channels_last)
