@@ -7,7 +7,8 @@ from resnet_tutorial.data import load_dataset
 from resnet_tutorial.experiments import experiment_key
 
 
-def test_mnist_resnet20_is_the_same_experiment_on_every_call(monkeypatch):
+def test_mnist_resnet20_is_the_same_experiment_on_every_call(monkeypatch, tmp_path):
+    monkeypatch.setenv("RESNET_TUTORIAL_CACHE", str(tmp_path))  # the lock file goes there
     calls = []
 
     def fake_cached_fit(model, data, *, tag, **kwargs):
