@@ -12,7 +12,9 @@ Prints, in one run and measured side by side (interleaved rounds, medians):
 3. time to accuracy: ResNet-20 on MNIST-5k with the recipe below, one run per seed; the time counted is the
    training time (``train_seconds``, evaluation excluded) until the test accuracy first reaches 98.5 %.
 
-The machine may be shared: the load average is printed before and after, and numbers move with it.
+The machine may be shared: the load average is printed before and after, and numbers move with it. While
+other jobs use the cores, two torch threads can run several times slower than one (their workers wait on
+each other); ``--threads 1`` then gives the steadier figures.
 """
 
 from __future__ import annotations
