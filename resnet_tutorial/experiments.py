@@ -12,6 +12,7 @@ import hashlib
 import inspect
 import json
 import os
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -24,6 +25,27 @@ def cache_dir() -> str:
     return os.environ.get(CACHE_ENV) or os.path.join(
         os.path.expanduser("~"), ".cache", "resnet_tutorial", "experiments"
     )
+
+
+@contextmanager
+def cache_lock(name: str):
+    """Hold an exclusive lock file ``name`` in the cache folder (POSIX; elsewhere no lock).
+
+    Chapters executed in parallel (nbval with two workers) that ask for the same experiment then train it
+    once: the first holds the lock while it trains, the others wait and find the result in the cache.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    os.makedirs(cache_dir(), exist_ok=True)
+    with open(os.path.join(cache_dir(), name), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _state_hash(model: nn.Module) -> str:
@@ -83,33 +105,43 @@ def cached_fit(model: nn.Module, data, *, tag: str, **fit_kwargs):
 
     On a cache hit the trained weights are loaded into ``model`` and the stored :class:`History` is
     returned (its ``seconds`` are those of the original training). Safe when several notebooks run
-    at once: each writes its result to a temporary file and renames it into place.
+    at once: the first trains while it holds a lock on the experiment, the others wait and then load its
+    result, which is written to a temporary file and renamed into place.
     """
     from .checkpoint import atomic_torch_save
     from .models.weights import clean_state_dict
-    from .training import History, fit
+    from .training import fit
 
     key = experiment_key(model, data, tag, fit_kwargs)
     path = os.path.join(cache_dir(), f"{_safe(tag)}-{key[:24]}.pt")
-    if os.path.isfile(path):
-        try:
-            stored = torch.load(path, map_location="cpu", weights_only=True)
-            if stored.get("key") == key:
-                from .runtime import pick_device
+    with cache_lock(os.path.basename(path) + ".lock"):
+        history = _load_cached(path, key, model, tag, fit_kwargs)
+        if history is None:
+            history = fit(model, data, **fit_kwargs)
+            state = {k: v.detach().cpu() for k, v in clean_state_dict(model.state_dict()).items()}
+            atomic_torch_save({"key": key, "tag": tag, "model": state, "history": json.dumps(history.to_dict())}, path)
+    return history
 
-                model.load_state_dict(stored["model"])
-                model.to(pick_device(fit_kwargs.get("device")))
-                model.eval()
-                history = History.from_dict(json.loads(stored["history"]))
-                if fit_kwargs.get("progress", True):
-                    print(f"{tag}: loaded from the cache (trained in {history.seconds:.1f} s); "
-                          f"final: {_summary(history)}")
-                return history
-        except Exception:  # a damaged cache entry: train again and overwrite it
-            pass
-    history = fit(model, data, **fit_kwargs)
-    state = {k: v.detach().cpu() for k, v in clean_state_dict(model.state_dict()).items()}
-    atomic_torch_save({"key": key, "tag": tag, "model": state, "history": json.dumps(history.to_dict())}, path)
+
+def _load_cached(path: str, key: str, model: nn.Module, tag: str, fit_kwargs: dict):
+    """The stored History of experiment ``key`` (its weights loaded into ``model``), or None."""
+    from .runtime import pick_device
+    from .training import History
+
+    if not os.path.isfile(path):
+        return None
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        if stored.get("key") != key:
+            return None
+        model.load_state_dict(stored["model"])
+        history = History.from_dict(json.loads(stored["history"]))
+    except Exception:  # a damaged cache entry: train again and overwrite it
+        return None
+    model.to(pick_device(fit_kwargs.get("device")))
+    model.eval()
+    if fit_kwargs.get("progress", True):
+        print(f"{tag}: loaded from the cache (trained in {history.seconds:.1f} s); final: {_summary(history)}")
     return history
 
 

@@ -207,31 +207,9 @@ def degradation_experiment(
         seed_everything(seed)
         model = create_model(name, in_chans=data.in_chans, num_classes=data.num_classes, channels=channels)
         tag = f"degradation-{name}"
-        with _exclusive(tag):  # two notebooks asking for the same net at once: one trains, the other loads
-            history = cached_fit(model, data, tag=tag, epochs=epochs, seed=seed, record_grad_norms=True, **fit_kwargs)
+        history = cached_fit(model, data, tag=tag, epochs=epochs, seed=seed, record_grad_norms=True, **fit_kwargs)
         results[name] = (model, history)
     return results
-
-
-@contextmanager
-def _exclusive(tag: str):
-    """Hold a lock file named after ``tag`` in the experiment cache (POSIX; elsewhere no lock)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    import os
-
-    from .experiments import cache_dir
-
-    os.makedirs(cache_dir(), exist_ok=True)
-    with open(os.path.join(cache_dir(), f"{tag}.lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def gradient_profile(model: ResNet, x: torch.Tensor, y: torch.Tensor, loss_fn=None) -> dict:

@@ -8,11 +8,8 @@ the others load the trained weights from the experiment cache.
 
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
-
 from .data import ImageData, load_dataset
-from .experiments import cache_dir, cached_fit
+from .experiments import cached_fit
 from .models import create_model
 from .runtime import pick_device, seed_everything
 
@@ -27,24 +24,6 @@ MNIST_RESNET20_RECIPE = dict(epochs=8, batch_size=64, lr=0.1, schedule="onecycle
                              label_smoothing=0.1, amp=True, channels_last=False)
 
 
-@contextmanager
-def _exclusive(name: str):
-    """Hold an exclusive lock file in the cache folder (POSIX), so that chapters executed in parallel train
-    the shared model once: the others wait, then find it in the cache. Elsewhere, no lock."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    os.makedirs(cache_dir(), exist_ok=True)
-    with open(os.path.join(cache_dir(), f"{name}.lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def mnist_resnet20(data: ImageData | None = None, device=None, seed: int = 0):
     """ResNet-20 (one input channel) trained on MNIST-5k with :data:`MNIST_RESNET20_RECIPE`.
 
@@ -55,6 +34,5 @@ def mnist_resnet20(data: ImageData | None = None, device=None, seed: int = 0):
     device = pick_device(device)
     seed_everything(seed)
     model = create_model("resnet20", in_chans=data.in_chans, num_classes=data.num_classes)
-    with _exclusive(MNIST_RESNET20_TAG):
-        history = cached_fit(model, data, tag=MNIST_RESNET20_TAG, device=device, seed=seed, **MNIST_RESNET20_RECIPE)
+    history = cached_fit(model, data, tag=MNIST_RESNET20_TAG, device=device, seed=seed, **MNIST_RESNET20_RECIPE)
     return model.eval(), history

@@ -15,13 +15,7 @@ from resnet_tutorial.data import load_dataset  # noqa: E402
 from resnet_tutorial.evaluation import accuracy, confusion_matrix, evaluate, per_class_metrics, predict  # noqa: E402
 from resnet_tutorial.training import History, fit  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

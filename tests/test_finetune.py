@@ -19,13 +19,7 @@ from resnet_tutorial.finetune import (
 )
 from resnet_tutorial.training import fit
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def tiny(num_classes=10, seed=0):

@@ -177,7 +177,7 @@ def test_degradation_experiment_trains_once_then_loads(tmp_path, monkeypatch):
     first = degradation_experiment(data, ("plain20", "resnet20"), **kwargs)
     model, history = first["resnet20"]
     assert history.grad_norms and len(history.epochs) == 1  # gradient norms were recorded
-    assert sorted(p.name for p in tmp_path.glob("*.pt")) and (tmp_path / "degradation-resnet20.lock").exists()
+    assert len(list(tmp_path.glob("degradation-*.pt"))) == 2
     again = degradation_experiment(data, ("resnet20",), **kwargs)
     assert again["resnet20"][1].to_dict() == history.to_dict()  # loaded, not retrained
     for a, b in zip(model.state_dict().values(), again["resnet20"][0].state_dict().values(), strict=True):

@@ -4,7 +4,7 @@ import torch
 
 from resnet_tutorial import practice
 from resnet_tutorial.data import load_dataset
-from resnet_tutorial.experiments import experiment_key
+from resnet_tutorial.experiments import cache_lock, experiment_key
 
 
 def test_mnist_resnet20_is_the_same_experiment_on_every_call(monkeypatch, tmp_path):
@@ -44,7 +44,7 @@ def test_the_lock_serialises_two_holders(tmp_path, monkeypatch):
     events = []
 
     def hold(label):
-        with practice._exclusive("demo"):
+        with cache_lock("demo.lock"):
             events.append(f"{label} in")
             time.sleep(0.2)
             events.append(f"{label} out")

@@ -16,14 +16,7 @@ from resnet_tutorial.data import load_dataset
 from resnet_tutorial.experiments import cached_fit, experiment_key
 from resnet_tutorial.training import History, TrainingError, fit, layer_grad_norms, make_scheduler
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster, and far more steadily on a busy machine, on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +189,7 @@ def test_cached_fit_key_and_damaged_entry(digits, tmp_path, monkeypatch):
     assert k != experiment_key(tiny(), digits, "b", {"epochs": 1})
     assert k != experiment_key(rt.create_model("plain20", in_chans=1, channels=(4, 8, 16)), digits, "a", {"epochs": 1})
     cached_fit(tiny(), digits, tag="x", epochs=1, progress=False)
-    (entry,) = os.listdir(tmp_path)
+    (entry,) = [f for f in os.listdir(tmp_path) if f.endswith(".pt")]
     (tmp_path / entry).write_bytes(b"truncated")
     h = cached_fit(tiny(), digits, tag="x", epochs=1, progress=False)  # damaged: trains again, rewrites
     assert len(h.epochs) == 1 and torch.load(tmp_path / entry, weights_only=True)["tag"] == "x"
@@ -204,7 +197,9 @@ def test_cached_fit_key_and_damaged_entry(digits, tmp_path, monkeypatch):
 
 def test_cached_fit_concurrent_runs(digits, tmp_path, monkeypatch):
     monkeypatch.setenv("RESNET_TUTORIAL_CACHE", str(tmp_path))
-    results, models = {}, [tiny(), tiny()]
+    results, models, calls = {}, [tiny(), tiny()], []
+    real_fit = training.fit
+    monkeypatch.setattr(training, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
 
     def run(i):
         results[i] = cached_fit(models[i], digits, tag="race", epochs=1, batch_size=128, progress=False)
@@ -214,7 +209,10 @@ def test_cached_fit_concurrent_runs(digits, tmp_path, monkeypatch):
         t.start()
     for t in threads:
         t.join()
-    assert len(results) == 2 and len(os.listdir(tmp_path)) == 1
+    # One trained while holding the experiment's lock; the other waited, then loaded its result.
+    assert len(results) == 2 and len(calls) == 1
+    assert results[0].to_dict() == results[1].to_dict() and weights_equal(models[0], models[1])
+    assert len([f for f in os.listdir(tmp_path) if f.endswith(".pt")]) == 1
     model = tiny()
     again = cached_fit(model, digits, tag="race", epochs=1, batch_size=128, progress=False)
     assert again.to_dict() in (results[0].to_dict(), results[1].to_dict())
