@@ -26,6 +26,8 @@ def plot_history(histories, metrics=("train_error", "test_error"), ax=None, titl
 
     if isinstance(histories, History):
         histories = {"run": histories}
+    from matplotlib.ticker import MaxNLocator
+
     ax = _axes(ax)
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     for i, (label, history) in enumerate(histories.items()):
@@ -36,6 +38,7 @@ def plot_history(histories, metrics=("train_error", "test_error"), ax=None, titl
             style = "--" if metric.startswith("train") else "-"
             ax.plot(epochs[ok], values[ok], style, color=f"C{i}", label=f"{label} {metric.replace('_', ' ')}")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_ylabel(", ".join(m.replace("_", " ") for m in metrics))
     if any(m.endswith("error") or m.endswith("acc") for m in metrics):
         ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
