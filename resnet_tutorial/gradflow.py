@@ -129,16 +129,11 @@ def delete_block(model: ResNet, name: str):
 def evaluate_accuracy(model: nn.Module, data, batch_size: int = 500, device: str | torch.device | None = None) -> float:
     """Top-1 accuracy of ``model`` (in eval mode) on ``data``'s test split."""
     from .runtime import pick_device
+    from .training import evaluate_loss_acc
 
     device = pick_device(device)
-    was_training = model.training
-    model.eval().to(device)
-    correct = total = 0
-    for x, y in data.loader("test", batch_size=batch_size, device=device):
-        correct += (model(x).argmax(1) == y).sum().item()
-        total += len(y)
-    model.train(was_training)
-    return correct / total
+    model.to(device)
+    return evaluate_loss_acc(model, data.loader("test", batch_size=batch_size, device=device))[1]
 
 
 def deletion_study(model: ResNet, data, *, batch_size: int = 500, device=None, progress: bool = False) -> list[dict]:
