@@ -45,7 +45,7 @@ def _add_models(sub) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .reference import format_parity, format_speed, parity_report, speed_comparison
+    from .reference import format_parity, format_ratios, format_speed, parity_report, speed_comparison
 
     print(format_parity(parity_report(args.model, libraries=args.libraries)))
     if args.repeats > 0:
@@ -60,6 +60,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
         print(format_speed(table))
+        print()
+        print(format_ratios(table))
     return 0
 
 

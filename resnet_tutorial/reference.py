@@ -24,6 +24,9 @@ from .runtime import pick_device
 
 LIBRARIES = ("timm", "torchvision")
 
+#: The project's goal: our training step at least this fast relative to each library's.
+SPEED_GOAL = 0.97
+
 
 def reference_model(name: str, library: str, **kwargs) -> nn.Module:
     """timm's or torchvision's model of the same name, randomly initialised (nothing is downloaded)."""
@@ -271,4 +274,13 @@ def format_speed(rows: list[dict]) -> str:
     lines.append(
         "  'our speed x' = the row's time / our time in the same mode and format (>= 1: we are as fast or faster)"
     )
+    return "\n".join(lines)
+
+
+def format_ratios(rows: list[dict], goal: float = SPEED_GOAL) -> str:
+    """One line per library and memory format: our train-step speed relative to it, against ``goal``."""
+    lines = []
+    for name, ratio in speed_ratios(rows, "train").items():
+        verdict = "meets" if ratio >= goal else "BELOW"
+        lines.append(f"train step: our speed / {name:<27} = {ratio:.3f}  ({verdict} the goal {goal})")
     return "\n".join(lines)

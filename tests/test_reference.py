@@ -6,6 +6,7 @@ from resnet_tutorial.cli import main
 from resnet_tutorial.errors import ResnetTutorialError
 from resnet_tutorial.reference import (
     format_parity,
+    format_ratios,
     format_speed,
     reference_model,
     speed_comparison,
@@ -26,6 +27,9 @@ def test_speed_comparison_times_every_contestant():
         "torchvision (channels_last)",
     }
     assert "our speed x" in format_speed(rows)
+    lines = format_ratios(rows, goal=0.0).splitlines()
+    assert len(lines) == 4 and all("meets the goal 0.0" in line for line in lines)
+    assert all("BELOW" in line for line in format_ratios(rows, goal=1e9).splitlines())
 
 
 def test_cifar_models_have_no_reference_twin():
