@@ -5,7 +5,7 @@
 #   make test    set up, lint, unit tests (with the notebook sync test), nbval on every chapter,
 #                the strict book build, and the checks on the built HTML (links, headless Chromium)
 #
-# RESNET_TUTORIAL_PROFILE=full make book   executes the chapters in the full (GPU) profile.
+# RESNET_TUTORIAL_PROFILE=gpu make book    executes the chapters in the quick GPU profile (paper: the papers' recipes).
 
 PYTHON ?= python3
 VENV   := .venv

@@ -21,9 +21,25 @@ import torch
 from .runtime import describe_environment, get_profile, pick_device, seed_everything
 
 
-def choose(cpu: Any, full: Any) -> Any:
-    """The value for the current profile: ``choose(cpu=3, full=164)`` epochs, say."""
-    return full if get_profile() == "full" else cpu
+def glue(name: str, value: Any, display: bool = True) -> None:
+    """Glue ``value`` into the chapter's prose as ``{glue:text}`name```, or, without myst-nb, show it.
+
+    In the book build (myst-nb installed) this is ``myst_nb.glue``. In a plain Jupyter or Colab session the
+    prose cannot be filled in, so the value is printed instead, as ``name = value``: the Colab notebooks
+    point to that output where the book shows the number.
+    """
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        print(f"{name} = {value}")
+        return None
+    myst_glue(name, value, display=display)
+    return None
+
+
+def choose(*, cpu: Any, gpu: Any, paper: Any) -> Any:
+    """The value for the current profile: ``choose(cpu=3, gpu=30, paper=164)`` epochs, say."""
+    return {"cpu": cpu, "gpu": gpu, "paper": paper}[get_profile()]
 
 
 @dataclass
@@ -58,7 +74,7 @@ def chapter_setup(title: str, seed: int = 0, device: str | torch.device | None =
     """Seed everything, pick the device, print where the chapter runs; return the :class:`Chapter`.
 
     Also prints NumPy scalars as plain numbers (``4.7``, not ``np.float64(4.7)``), in outputs and in values
-    glued into the prose with ``myst_nb.glue`` (whose ``{glue:text}`x:.1f``` formatting parses that text).
+    glued into the prose with :func:`glue` (whose ``{glue:text}`x:.1f``` formatting parses that text).
     """
     np.set_printoptions(legacy="1.25")
     seed_everything(seed)

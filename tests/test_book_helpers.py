@@ -13,9 +13,11 @@ from resnet_tutorial.models import BasicBlock
 
 def test_choose_follows_the_profile(monkeypatch):
     monkeypatch.setenv("RESNET_TUTORIAL_PROFILE", "cpu")
-    assert book.choose(cpu=3, full=164) == 3
-    monkeypatch.setenv("RESNET_TUTORIAL_PROFILE", "full")
-    assert book.choose(cpu=3, full=164) == 164
+    assert book.choose(cpu=3, gpu=30, paper=164) == 3
+    monkeypatch.setenv("RESNET_TUTORIAL_PROFILE", "gpu")
+    assert book.choose(cpu=3, gpu=30, paper=164) == 30
+    monkeypatch.setenv("RESNET_TUTORIAL_PROFILE", "paper")
+    assert book.choose(cpu=3, gpu=30, paper=164) == 164
 
 
 def test_check_prints_a_true_claim_and_fails_a_false_one(capsys):
