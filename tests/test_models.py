@@ -112,7 +112,7 @@ def test_every_registered_model_runs_forward_and_backward(name):
 def test_list_models_filters():
     assert rt.list_models("resnet1*") == ["resnet18", "resnet101", "resnet152", "resnet110", "resnet1202"]
     assert rt.list_models(family="plain-imagenet") == ["plain18", "plain34"]
-    assert len(rt.list_models()) == 20
+    assert len(rt.list_models()) == 25
 
 
 def test_unknown_model_names_the_closest_ones():

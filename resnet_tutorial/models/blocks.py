@@ -11,9 +11,14 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
-    """3x3 convolution with padding 1 and no bias (the batch norm that follows has one)."""
-    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    """3x3 convolution with padding 1 and no bias (the batch norm that follows has one).
+
+    ``groups > 1`` splits the channels into that many groups, each convolved on its own.
+    """
+    return nn.Conv2d(
+        in_planes, out_planes, kernel_size=3, stride=stride, padding=1, groups=groups, bias=False
+    )
 
 
 def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -66,11 +71,28 @@ def make_shortcut(option: str, in_planes: int, out_planes: int, stride: int) -> 
     return nn.Sequential(conv1x1(in_planes, out_planes, stride), nn.BatchNorm2d(out_planes))
 
 
+def _check_basic(block: str, groups: int, width_per_group: int) -> None:
+    if groups != 1 or width_per_group != 64:
+        raise ValueError(
+            f"{block} only supports groups=1 and width_per_group=64, got groups={groups} and "
+            f"width_per_group={width_per_group}; ResNeXt and Wide ResNet are built from the "
+            "bottleneck block (as in torchvision)"
+        )
+
+
+def bottleneck_width(planes: int, groups: int = 1, width_per_group: int = 64) -> int:
+    """Channels of a bottleneck's 3x3 convolution, torchvision's rule: planes * width_per_group / 64
+    per group, times the groups. ResNet-50: planes; ResNeXt-50 32x4d: 2 * planes; Wide ResNet-50-2:
+    2 * planes."""
+    return int(planes * (width_per_group / 64.0)) * groups
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions and a shortcut: y = relu(F(x) + x), Fig. 2 of He et al. (2016a).
 
     With ``residual=False`` the shortcut is dropped and the block is a plain two-layer stack, the
-    paper's "plain" baseline with exactly the same layers.
+    paper's "plain" baseline with exactly the same layers. ``groups`` and ``width_per_group`` exist
+    for a uniform signature; only 1 and 64 are allowed, as in torchvision.
     """
 
     expansion = 1
@@ -82,8 +104,12 @@ class BasicBlock(nn.Module):
         stride: int = 1,
         downsample: nn.Module | None = None,
         residual: bool = True,
+        *,
+        groups: int = 1,
+        width_per_group: int = 64,
     ) -> None:
         super().__init__()
+        _check_basic("BasicBlock", groups, width_per_group)
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
@@ -120,6 +146,10 @@ class Bottleneck(nn.Module):
     ``stride_in_1x1=False`` puts the stride on the 3x3 convolution: "ResNet v1.5", as torchvision and
     timm do. ``stride_in_1x1=True`` is the paper's original v1, which strides the first 1x1 and so
     throws away three quarters of its input before looking at it.
+
+    ``groups`` and ``width_per_group`` set the inner width ``bottleneck_width(planes, ...)``: with
+    ``groups=32, width_per_group=4`` the 3x3 is a grouped convolution of cardinality 32 (ResNeXt,
+    Xie et al. 2017); ``width_per_group=128`` doubles the inner width (Wide ResNet-50-2).
     """
 
     expansion = 4
@@ -132,14 +162,18 @@ class Bottleneck(nn.Module):
         downsample: nn.Module | None = None,
         residual: bool = True,
         stride_in_1x1: bool = False,
+        *,
+        groups: int = 1,
+        width_per_group: int = 64,
     ) -> None:
         super().__init__()
+        width = bottleneck_width(planes, groups, width_per_group)
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.conv1 = conv1x1(inplanes, planes, stride_1x1)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride_3x3)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.conv1 = conv1x1(inplanes, width, stride_1x1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width, stride_3x3, groups)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
@@ -179,9 +213,17 @@ class PreActBasicBlock(nn.Module):
     expansion = 1
 
     def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        *,
+        groups: int = 1,
+        width_per_group: int = 64,
     ) -> None:
         super().__init__()
+        _check_basic("PreActBasicBlock", groups, width_per_group)
         self.bn1 = nn.BatchNorm2d(inplanes)
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn2 = nn.BatchNorm2d(planes)
@@ -208,15 +250,23 @@ class PreActBottleneck(nn.Module):
     expansion = 4
 
     def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        *,
+        groups: int = 1,
+        width_per_group: int = 64,
     ) -> None:
         super().__init__()
+        width = bottleneck_width(planes, groups, width_per_group)
         self.bn1 = nn.BatchNorm2d(inplanes)
-        self.conv1 = conv1x1(inplanes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride)
-        self.bn3 = nn.BatchNorm2d(planes)
-        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.conv1 = conv1x1(inplanes, width)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width, stride, groups)
+        self.bn3 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 

@@ -42,6 +42,9 @@ class ResNet(nn.Module):
         zero_init_last: zero the last BN (or convolution) of each residual branch, so every block starts
             as the identity. timm does this by default; torchvision and the paper do not, and nor do we.
         drop_rate: dropout before the classifier.
+        groups: groups of each bottleneck's 3x3 convolution, the cardinality of ResNeXt (32 or 64).
+        width_per_group: channels per group of that 3x3 at ``planes=64``; 64 is ResNet, 4 with
+            ``groups=32`` is ResNeXt 32x4d, 128 is Wide ResNet-50-2. Basic blocks allow only 1 and 64.
     """
 
     def __init__(
@@ -58,6 +61,8 @@ class ResNet(nn.Module):
         num_classes: int = 1000,
         zero_init_last: bool = False,
         drop_rate: float = 0.0,
+        groups: int = 1,
+        width_per_group: int = 64,
     ) -> None:
         super().__init__()
         if len(layers) != len(channels):
@@ -73,6 +78,8 @@ class ResNet(nn.Module):
         self.residual = residual
         self.stride_in_1x1 = stride_in_1x1
         self.drop_rate = drop_rate
+        self.groups = groups
+        self.width_per_group = width_per_group
 
         # Stem. A pre-activation net has no BN-ReLU here: every block begins with one.
         self.inplanes = channels[0]
@@ -108,18 +115,20 @@ class ResNet(nn.Module):
 
     def _make_layer(self, block: type[nn.Module], planes: int, blocks: int, stride: int) -> nn.Sequential:
         out_planes = planes * block.expansion
+        width = {"groups": self.groups, "width_per_group": self.width_per_group}
         layers = []
         for i in range(blocks):
             block_stride = stride if i == 0 else 1
             if self.preact:
                 changes_shape = block_stride != 1 or self.inplanes != out_planes
                 downsample = conv1x1(self.inplanes, out_planes, block_stride) if changes_shape else None
-                layers.append(block(self.inplanes, planes, block_stride, downsample))
+                layers.append(block(self.inplanes, planes, block_stride, downsample, **width))
             else:
                 downsample = None
                 if self.residual:
                     downsample = make_shortcut(self.shortcut, self.inplanes, out_planes, block_stride)
                 kwargs = {"stride_in_1x1": self.stride_in_1x1} if block is Bottleneck else {}
+                kwargs.update(width)
                 layers.append(block(self.inplanes, planes, block_stride, downsample, self.residual, **kwargs))
             self.inplanes = out_planes
         return nn.Sequential(*layers)

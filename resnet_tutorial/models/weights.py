@@ -17,6 +17,11 @@ TORCHVISION_WEIGHTS = {
     "resnet50": "ResNet50_Weights",
     "resnet101": "ResNet101_Weights",
     "resnet152": "ResNet152_Weights",
+    "resnext50_32x4d": "ResNeXt50_32X4D_Weights",
+    "resnext101_32x8d": "ResNeXt101_32X8D_Weights",
+    "resnext101_64x4d": "ResNeXt101_64X4D_Weights",
+    "wide_resnet50_2": "Wide_ResNet50_2_Weights",
+    "wide_resnet101_2": "Wide_ResNet101_2_Weights",
 }
 
 

@@ -1,6 +1,7 @@
 """Every registered model: a line of its stage table each.
 
-ImageNet family (He et al. 2016a, Table 1), CIFAR family (Sec. 4.2: 6n+2 layers, Table 6), the plain
+ImageNet family (He et al. 2016a, Table 1) with its ResNeXt (Xie et al. 2017) and Wide ResNet
+(Zagoruyko & Komodakis 2016) variants, CIFAR family (Sec. 4.2: 6n+2 layers, Table 6), the plain
 twins without shortcuts, and the pre-activation nets of He et al. (2016b).
 """
 
@@ -49,6 +50,34 @@ def resnet101(**kwargs) -> ResNet:
 @register_model("imagenet")
 def resnet152(**kwargs) -> ResNet:
     return _imagenet(Bottleneck, [3, 8, 36, 3], **kwargs)
+
+
+# ResNeXt (Xie et al. 2017): the bottleneck's 3x3 split into `groups` paths of `width_per_group`
+# channels at the first stage. Wide ResNet (Zagoruyko & Komodakis 2016), torchvision's ImageNet
+# version: the bottleneck's inner width doubled. Same names and weights as torchvision's and timm's.
+@register_model("imagenet")
+def resnext50_32x4d(**kwargs) -> ResNet:
+    return _imagenet(Bottleneck, [3, 4, 6, 3], groups=32, width_per_group=4, **kwargs)
+
+
+@register_model("imagenet")
+def resnext101_32x8d(**kwargs) -> ResNet:
+    return _imagenet(Bottleneck, [3, 4, 23, 3], groups=32, width_per_group=8, **kwargs)
+
+
+@register_model("imagenet")
+def resnext101_64x4d(**kwargs) -> ResNet:
+    return _imagenet(Bottleneck, [3, 4, 23, 3], groups=64, width_per_group=4, **kwargs)
+
+
+@register_model("imagenet")
+def wide_resnet50_2(**kwargs) -> ResNet:
+    return _imagenet(Bottleneck, [3, 4, 6, 3], width_per_group=128, **kwargs)
+
+
+@register_model("imagenet")
+def wide_resnet101_2(**kwargs) -> ResNet:
+    return _imagenet(Bottleneck, [3, 4, 23, 3], width_per_group=128, **kwargs)
 
 
 # CIFAR: 6n + 2 layers, three stages of n basic blocks, 16/32/64 channels, shortcut option A.
