@@ -11,7 +11,7 @@ from resnet_tutorial.analysis import count_macs, count_params
 from resnet_tutorial.cli import main
 from resnet_tutorial.models import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ResNet
 from resnet_tutorial.models.weights import TORCHVISION_WEIGHTS
-from resnet_tutorial.reference import randomize_batchnorm, reference_model
+from resnet_tutorial.reference import parity_report, randomize_batchnorm, reference_model
 
 VARIANTS = ["resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"]
 
@@ -159,3 +159,12 @@ def test_cli_lists_them_with_parameters_and_macs(capsys):
     assert main(["models", "wide_*"]) == 0
     out = capsys.readouterr().out
     assert "68,883,240" in out and "11.398" in out and "wide_resnet101_2" in out
+
+
+def test_parity_report_and_compare_cover_the_new_models(one_thread):
+    # The package's own parity report (what `resnet-tutorial compare` prints) works for them too.
+    report = parity_report("wide_resnet50_2", image_size=64, batch_size=1)
+    assert [r["direction"] for r in report["results"]] == [
+        "ours -> timm", "timm -> ours", "ours -> torchvision", "torchvision -> ours"
+    ]
+    assert all(r["ok"] and r["max_abs_diff"] == 0 for r in report["results"]), report
