@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from importlib import metadata
 from pathlib import Path
 
@@ -264,14 +264,18 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(notebooks)} notebooks, {args.workers} at a time")
     # The first notebook runs alone: its install cell installs into the fresh runtime. The others then run
     # their own install cells (which find everything installed) side by side, never two pips at once.
-    results = [run_one(args, notebooks[0], wheel, jupyter_path)]
-    with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
-        results += list(pool.map(lambda nb: run_one(args, nb, wheel, jupyter_path), notebooks[1:]))
-    failed = [r for r in results if r[2]]
-    for name, seconds, error in results:
-        print(f"  {'FAILED' if error else 'ok':<6} {name:<40} {seconds:7.1f} s")
+    def report(result: tuple[str, float, str]) -> tuple[str, float, str]:
+        name, seconds, error = result
+        print(f"  {'FAILED' if error else 'ok':<6} {name:<40} {seconds:7.1f} s", flush=True)
         if error:
-            print("    " + error.replace("\n", "\n    "))
+            print("    " + error.replace("\n", "\n    "), flush=True)
+        return result
+
+    results = [report(run_one(args, notebooks[0], wheel, jupyter_path))]
+    with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
+        futures = [pool.submit(run_one, args, nb, wheel, jupyter_path) for nb in notebooks[1:]]
+        results += [report(f.result()) for f in as_completed(futures)]
+    failed = [r for r in results if r[2]]
     print(f"colab-sim: {len(results) - len(failed)} passed, {len(failed)} failed "
           f"in {time.perf_counter() - t0:.0f} s (executed notebooks in {args.workdir / 'executed'})")
     return 1 if failed else 0
