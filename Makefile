@@ -1,17 +1,25 @@
 # One command to set up and build the book, one to set up and pass the tests.
-# Everything is installed into .venv inside the checkout, from pyproject.toml; MathJax comes from npm.
+# Everything is installed into .venv inside the checkout, from pyproject.toml with the exact versions of
+# constraints.txt (the tested set; pyproject.toml only has lower bounds); MathJax comes from npm.
+# Inside an active conda environment (CONDA_PREFIX set, e.g. from environment.yml), .venv is created with
+# --system-site-packages on top of it, so the environment's torch is used and not installed a second time.
+# `make VENV=/path/to/env` uses another virtual environment instead of .venv.
 #
 #   make book    set up, execute every chapter and build the HTML book in _build/html
 #   make test    set up, lint, unit tests (with the notebook sync test), nbval on every chapter,
-#                the strict book build, and the checks on the built HTML (links, headless Chromium)
+#                the strict book build, the checks on the built HTML (links, headless Chromium), and the
+#                Colab simulation (every chapter's .ipynb alone, installed the way its first cell does it)
 #
 # RESNET_TUTORIAL_PROFILE=gpu make book    executes the chapters in the quick GPU profile (paper: the papers' recipes).
 
-PYTHON ?= python3
-VENV   := .venv
+PYTHON ?= $(if $(CONDA_PREFIX),$(CONDA_PREFIX)/bin/python,python3)
+VENV   ?= .venv
+VENV_FLAGS ?= $(if $(CONDA_PREFIX),--system-site-packages)
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 NPM    ?= npm
+CONSTRAINTS := constraints.txt
+PIP_INSTALL := $(BIN)/python -m pip install --quiet -c $(CONSTRAINTS)
 
 # Models trained by a chapter are cached here (read by resnet_tutorial.experiments.cached_fit), so the book
 # build reuses what nbval trained a few minutes earlier instead of training it again.
@@ -28,7 +36,14 @@ NBVAL_WORKERS ?= 2
 NBVAL_THREADS ?= 1
 NBVAL_CELL_TIMEOUT ?= 3600
 
-.PHONY: help setup mathjax test unit lint notebooks check-notebooks nbval book html-check browser clean
+# The Colab simulation: a fresh virtual environment with Colab's torch (torchvision) preinstalled, the package
+# installed as each chapter's install cell does it (from a wheel of this checkout instead of GitHub), and each
+# chapter's .ipynb executed alone in an empty folder, in the CPU profile, reusing the cache of trained models.
+COLAB_SIM_DIR     ?= $(CURDIR)/_build/colab-sim
+COLAB_SIM_WORKERS ?= 2
+
+.PHONY: help setup mathjax test unit lint notebooks check-notebooks nbval book html-check browser clean \
+        colab-sim constraints
 
 help:
 	@echo "make book             set up .venv and build the book (HTML in _build/html)"
@@ -36,12 +51,20 @@ help:
 	@echo "make notebooks        regenerate chapters/*.ipynb (for Colab) from chapters/*.md"
 	@echo "make nbval            execute every chapter notebook with nbval"
 	@echo "make html-check       link check and headless-browser test of the built book"
+	@echo "make colab-sim        run every chapter's .ipynb as Colab would: fresh venv, install cell, empty folder"
+	@echo "make constraints      rewrite constraints.txt from what .venv has installed"
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/python -m pip install --quiet -e '.[test,book]'
+	$(PIP_INSTALL) -e '.[notebooks,test,book]'
 	touch $(STAMP)
+
+# The tested set of versions: what .venv resolved to (run after changing the bounds in pyproject.toml).
+constraints: $(STAMP)
+	{ sed -n '1,/^# pyproject.toml only/p' $(CONSTRAINTS); \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^#\|^-e '; } > $(CONSTRAINTS).tmp
+	mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
 
 # MathJax 3 from npm, served by the book itself so that math renders offline. Not under a _static/ folder:
 # Jupyter Book would add every script there to every page.
@@ -87,7 +110,10 @@ browser:
 html-check: setup browser
 	RESNET_TUTORIAL_REQUIRE_BOOK=1 $(BIN)/python -m pytest tests/test_book_html.py -q
 
-test: lint unit nbval book html-check
+colab-sim: setup check-notebooks
+	$(BIN)/python scripts/colab_sim.py --workdir $(COLAB_SIM_DIR) --workers $(COLAB_SIM_WORKERS) $(CHAPTERS_NB)
+
+test: lint unit nbval book html-check colab-sim
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache book/_mathjax

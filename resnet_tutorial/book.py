@@ -1,7 +1,8 @@
 """Helpers the chapters call: set a chapter up, show the package's own source, check a claim, report times.
 
-A chapter begins with ``ch = chapter_setup("Residual connections")`` (prints the profile, device and
-versions, seeds everything), shows code with ``show_source(obj)``, times its experiments with
+A chapter begins with ``ch = chapter_setup("Residual connections", profile=PROFILE, expected={...})``
+(selects the profile, prints it with the device, the versions and the chapter's expected time, seeds
+everything), shows code with ``show_source(obj)``, times its experiments with
 ``with ch.timed("degradation experiment"): ...``, checks each claim with ``check(...)``, and ends with
 ``ch.report()``.
 """
@@ -9,6 +10,7 @@ versions, seeds everything), shows code with ``show_source(obj)``, times its exp
 from __future__ import annotations
 
 import inspect
+import os
 import textwrap
 import time
 from contextlib import contextmanager
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .runtime import describe_environment, get_profile, pick_device, seed_everything
+from .runtime import PROFILE_ENV, PROFILES, describe_environment, get_profile, pick_device, seed_everything
 
 
 def glue(name: str, value: Any, display: bool = True) -> None:
@@ -70,17 +72,58 @@ class Chapter:
         print(f"  {'whole chapter':<50} {total:8.1f} s")
 
 
-def chapter_setup(title: str, seed: int = 0, device: str | torch.device | None = None) -> Chapter:
-    """Seed everything, pick the device, print where the chapter runs; return the :class:`Chapter`.
+def set_profile(profile: str | None) -> str:
+    """Select the profile for this process (``None``: keep ``RESNET_TUTORIAL_PROFILE``'s); return the active one.
 
-    Also prints NumPy scalars as plain numbers (``4.7``, not ``np.float64(4.7)``), in outputs and in values
-    glued into the prose with :func:`glue` (whose ``{glue:text}`x:.1f``` formatting parses that text).
+    The choice is stored in ``RESNET_TUTORIAL_PROFILE``, so :func:`choose`, the package and any process the
+    chapter starts (``torchrun``) all follow it.
     """
+    if profile is not None:
+        value = str(profile).strip().lower()
+        if value not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES} or None, got {profile!r}")
+        os.environ[PROFILE_ENV] = value
+    return get_profile()
+
+
+def chapter_setup(
+    title: str,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    *,
+    profile: str | None = None,
+    expected: dict[str, str] | None = None,
+) -> Chapter:
+    """Select the profile, seed everything, pick the device, print where the chapter runs and how long it takes.
+
+    ``profile`` is ``"cpu"``, ``"gpu"``, ``"paper"`` or ``None`` (``RESNET_TUTORIAL_PROFILE``, else ``"gpu"`` on
+    a GPU and ``"cpu"`` elsewhere). ``expected`` maps each profile to the chapter's expected run time
+    (``{"cpu": "1 min", "gpu": "8 min", "paper": "9 h"}``); the line for the active profile is printed
+    before anything trains. Also prints NumPy scalars as plain numbers (``4.7``, not ``np.float64(4.7)``),
+    in outputs and in values glued into the prose with :func:`glue` (whose ``{glue:text}`x:.1f``` formatting
+    parses that text).
+    """
+    active = set_profile(profile)
     np.set_printoptions(legacy="1.25")
     seed_everything(seed)
-    chapter = Chapter(title=title, device=pick_device(device), profile=get_profile(), seed=seed)
+    chapter = Chapter(title=title, device=pick_device(device), profile=active, seed=seed)
     print(describe_environment(chapter.device))
+    if expected:
+        print(expected_time_line(active, expected, chapter.device))
     return chapter
+
+
+def expected_time_line(profile: str, expected: dict[str, str], device: torch.device | None = None) -> str:
+    """One line: the chapter's expected time in the active profile, and in the others."""
+    unknown = set(expected) - set(PROFILES)
+    if unknown:
+        raise ValueError(f"expected times for unknown profiles {sorted(unknown)}: use {PROFILES}")
+    here = expected.get(profile, "not measured")
+    others = ", ".join(f"{p}: {expected[p]}" for p in PROFILES if p != profile and p in expected)
+    line = f"expected time in the {profile} profile: {here}" + (f" (other profiles: {others})" if others else "")
+    if device is not None and profile != "cpu" and torch.device(device).type == "cpu":
+        line += f"\nwarning: the {profile} profile is meant for a GPU; on this CPU it takes far longer"
+    return line
 
 
 def source_of(obj: Any) -> str:

@@ -147,8 +147,8 @@ def make_scheduler(optimizer, schedule, epochs, steps_per_epoch, milestones=None
 def amp_settings(amp, device: torch.device) -> tuple[bool, torch.dtype]:
     """Whether to autocast, and to which dtype: bf16 where supported, else fp16 (with a GradScaler)."""
     enabled = device.type == "cuda" if amp == "auto" else bool(amp)
-    if device.type == "cuda":
-        return enabled, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cuda":  # bf16 needs Ampere (8.x); a T4 (7.5) only emulates it, slowly: fp16 there
+        return enabled, torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
     return enabled, torch.bfloat16
 
 

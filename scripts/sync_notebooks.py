@@ -3,7 +3,9 @@
 The ``.md`` file (a jupytext MyST notebook) is the source the book builds and the authors edit; the ``.ipynb``
 beside it is what the book's Colab button opens. It has no outputs, and its cell ids stay stable across
 regenerations: a cell whose type and text are unchanged keeps its id (as ``jupytext --update`` does), and a new
-cell gets an id derived from its content, so regenerating from scratch gives the same file.
+cell gets an id derived from its content, so regenerating from scratch gives the same file. Its markdown is
+plain Markdown: MyST's roles and directives (citations, glued values, cross-references, admonitions) are
+rendered by ``scripts/myst_markdown.py``, because Jupyter and Colab would show them as raw text.
 
     python scripts/sync_notebooks.py            # write every chapters/*.ipynb that is out of date
     python scripts/sync_notebooks.py --check    # exit 1 and list the notebooks that are out of date
@@ -20,6 +22,9 @@ from pathlib import Path
 import jupytext
 import nbformat
 from jupytext.combine import combine_inputs_with_outputs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from myst_markdown import raw_myst, render_markdown  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = ROOT / "chapters"
@@ -43,9 +48,24 @@ def _content_id(cell: nbformat.NotebookNode, taken: set[str]) -> str:
     raise RuntimeError("could not find a unique cell id")  # pragma: no cover - 32 tries of sha1 bytes
 
 
+def docname(source: Path) -> str:
+    """The page name of ``source`` in the book: ``chapters/02_residual_connections``."""
+    source = Path(source).resolve()
+    if source.is_relative_to(ROOT):
+        return source.relative_to(ROOT).with_suffix("").as_posix()
+    return f"chapters/{source.stem}"
+
+
 def expected_notebook(source: Path, previous: nbformat.NotebookNode | None = None) -> nbformat.NotebookNode:
-    """The Colab notebook for ``source``: its cells without outputs, with ids kept from ``previous``."""
+    """The Colab notebook for ``source``: its cells without outputs, in plain Markdown, ids kept from ``previous``."""
     notebook = jupytext.read(source, fmt="md:myst")
+    page = docname(source)
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            cell.source = render_markdown(cell.source, page)
+            leftover = raw_myst(cell.source)
+            if leftover:
+                raise ValueError(f"{source.name}: MyST syntax left in a Colab markdown cell: {leftover}")
     notebook.nbformat, notebook.nbformat_minor = 4, 5
     if previous is not None and previous.nbformat == 4:
         previous = nbformat.NotebookNode(previous)

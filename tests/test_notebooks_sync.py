@@ -21,10 +21,13 @@ def _load_sync():
 
 
 sync_notebooks = _load_sync()
+from myst_markdown import raw_myst, render_markdown  # noqa: E402  (scripts/ is on the path now)
 
 
-def _cells(notebook) -> list[tuple[str, str]]:
-    return [(cell.cell_type, cell.source) for cell in notebook.cells]
+def _cells(notebook, page: str) -> list[tuple[str, str]]:
+    """(type, text) of each cell as the Colab notebook has it: code as written, markdown rendered."""
+    return [(cell.cell_type, cell.source if cell.cell_type == "code" else render_markdown(cell.source, page))
+            for cell in notebook.cells]
 
 
 def test_there_are_chapters():
@@ -38,7 +41,7 @@ def test_notebook_matches_its_source(source: Path):
     notebook = json.loads(target.read_text(encoding="utf-8"))
     expected = jupytext.read(source, fmt="md:myst")
     actual = [(cell["cell_type"], "".join(cell["source"])) for cell in notebook["cells"]]
-    assert actual == _cells(expected), f"{target.name} is out of sync with {source.name}: run `make notebooks`"
+    assert actual == _cells(expected, f"chapters/{source.stem}"), f"{target.name} is out of sync with {source.name}: run `make notebooks`"
     assert sync_notebooks.sync(source, check_only=True), f"{target.name} is not as generated: run `make notebooks`"
 
 
@@ -79,3 +82,16 @@ def test_sync_detects_an_edit_and_keeps_cell_ids(tmp_path: Path):
     second = json.loads(source.with_suffix(".ipynb").read_text())
     assert [c["id"] for c in first["cells"]] == [c["id"] for c in second["cells"]]  # ids are stable
     assert "".join(second["cells"][1]["source"]) == "x = 2"
+
+
+@pytest.mark.parametrize("source", CHAPTERS, ids=lambda p: p.name)
+def test_colab_markdown_shows_no_raw_myst(source: Path):
+    """Colab renders plain Markdown only: no role, directive fence or label may be left in a markdown cell."""
+    notebook = json.loads(source.with_suffix(".ipynb").read_text(encoding="utf-8"))
+    markdown = ["".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "markdown"]
+    assert markdown
+    left = {text[:60]: raw_myst(text) for text in markdown if raw_myst(text)}
+    assert not left, f"{source.name}: raw MyST in the Colab notebook: {left}"
+    # and the source had some MyST to render: citations become links to the bibliography
+    if "{cite}" in source.read_text(encoding="utf-8"):
+        assert any("book/bibliography.html)" in text for text in markdown)
