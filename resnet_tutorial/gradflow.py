@@ -1,12 +1,14 @@
-"""Tools for the experiments on how residual networks train: nets without batch norm, any-depth CIFAR
-nets (original or pre-activation), and deleting blocks from a trained network (Veit et al. 2016).
+"""Tools for the experiments on how residual networks train (chapter 5).
 
-* :func:`cifar_net` builds the 6n+2-layer CIFAR networks of He et al. (2016a, 2016b) at any depth:
-  residual or plain, original or pre-activation blocks, with or without batch normalisation.
-* :func:`remove_batchnorm` replaces every ``BatchNorm2d`` of a model by ``nn.Identity``.
-* :func:`delete_block` (a context manager) replaces one block by what is left of it without its
-  residual branch: for a residual block that is its shortcut, for a plain block the identity.
-  :func:`deletion_study` deletes every block in turn and measures the test accuracy.
+* cifar_net builds the 6n+2-layer CIFAR networks of He et al. (2016a, 2016b) at any depth:
+  residual or plain, original or pre-activation blocks, with or without batch normalisation;
+  remove_batchnorm replaces every BatchNorm2d of a model by nn.Identity.
+* gradient_profile records, in one backward pass, the gradient norm of every weight and the
+  gradient with respect to the input of every block.
+* slopes_along_line and lag_correlation measure shattered gradients (Balduzzi et al. 2017): how
+  the gradient with respect to the input changes from one input to a nearby one.
+* delete_block (a context manager) replaces one block by what is left of it without its
+  residual branch; deletion_study deletes every block in turn (Veit et al. 2016).
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ PREACT_BLOCKS = (PreActBasicBlock, PreActBottleneck)
 
 
 def remove_batchnorm(model: nn.Module) -> nn.Module:
-    """Replace every ``nn.BatchNorm2d`` in ``model`` by ``nn.Identity`` (in place); return ``model``.
+    """Replace every nn.BatchNorm2d in `model` by nn.Identity (in place); return `model`.
 
-    The convolutions keep their He initialisation and have no bias, as before: the network is the same
-    function with its normalisation taken out.
+    The convolutions keep their He initialisation and have no bias, as before: the
+    network is the same function with its normalisation taken out.
     """
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -85,6 +87,11 @@ def changes_shape(block: nn.Module) -> bool:
     return stride != 1 or convs[0].in_channels != convs[-1].out_channels
 
 
+def is_residual(block: nn.Module) -> bool:
+    """Whether a block has a shortcut (every pre-activation block has one)."""
+    return isinstance(block, PREACT_BLOCKS) or getattr(block, "residual", True)
+
+
 class DeletedBlock(nn.Module):
     """A block with its residual branch F deleted: what remains of ``y = relu(F(x) + shortcut(x))``.
 
@@ -98,7 +105,7 @@ class DeletedBlock(nn.Module):
         super().__init__()
         self.block = block
         self.preact = isinstance(block, PREACT_BLOCKS)
-        self.residual = self.preact or getattr(block, "residual", True)
+        self.residual = is_residual(block)
         if not self.residual and changes_shape(block):
             raise ValueError("a plain block that changes the shape cannot be deleted: nothing carries its input on")
 
@@ -136,25 +143,21 @@ def evaluate_accuracy(model: nn.Module, data, batch_size: int = 500, device: str
     return evaluate_loss_acc(model, data.loader("test", batch_size=batch_size, device=device))[1]
 
 
-def deletion_study(model: ResNet, data, *, batch_size: int = 500, device=None, progress: bool = False) -> list[dict]:
-    """Delete each block of a trained ``model`` in turn and measure the test accuracy.
+def deletion_study(model: ResNet, data, *, batch_size=500, device=None) -> list[dict]:
+    """Delete each block of a trained `model` in turn and measure the test accuracy.
 
-    Returns one row per block (``name``, ``changes_shape``, ``accuracy``), the first row being the intact
-    model (``name="none"``). Plain blocks that change the shape cannot be deleted and are left out.
+    Returns one row per block (name, changes_shape, accuracy), the first row being the
+    intact model (name "none"). Plain blocks that change the shape cannot be deleted
+    and are left out.
     """
-    rows = [{"name": "none", "changes_shape": False, "accuracy": evaluate_accuracy(model, data, batch_size, device)}]
-    blocks = named_blocks(model)
-    if progress:
-        from tqdm.auto import tqdm
-
-        blocks = tqdm(blocks, desc="deleting blocks", unit="block")
-    for name, block in blocks:
-        residual = isinstance(block, PREACT_BLOCKS) or getattr(block, "residual", True)
-        if not residual and changes_shape(block):
+    accuracy = evaluate_accuracy(model, data, batch_size, device)
+    rows = [{"name": "none", "changes_shape": False, "accuracy": accuracy}]
+    for name, block in named_blocks(model):
+        if not is_residual(block) and changes_shape(block):
             continue
         with delete_block(model, name):
-            acc = evaluate_accuracy(model, data, batch_size, device)
-        rows.append({"name": name, "changes_shape": changes_shape(block), "accuracy": acc})
+            accuracy = evaluate_accuracy(model, data, batch_size, device)
+        rows.append({"name": name, "changes_shape": changes_shape(block), "accuracy": accuracy})
     return rows
 
 
@@ -218,46 +221,91 @@ def degradation_experiment(
 def gradient_profile(model: ResNet, x: torch.Tensor, y: torch.Tensor, loss_fn=None) -> dict:
     """Where the gradient of one batch goes, from one backward pass.
 
-    Returns ``{"weights": {layer: norm}, "blocks": {block: gradient}}``:
-
-    * ``"weights"``: the gradient norm of every conv/linear weight in depth order (as
-      :func:`~resnet_tutorial.training.layer_grad_norms`);
-    * ``"blocks"``: the gradient of the loss with respect to the *input* of every block, the signal
-      :math:`\\partial L/\\partial x_l` of He et al. (2016b), keyed by block name (``"layer1.0"`` is the
-      stem's output), plus ``"features"`` for the output of the last block.
-
-    The model's ``.grad`` attributes are left as they were.
+    Returns {"weights": {layer: gradient norm}, "blocks": {block: dL/dx_l}}: the
+    gradient norm of every conv/linear weight in depth order, and the gradient of the
+    loss with respect to the input x_l of every block ("layer1.0" receives the stem's
+    output), plus "features" for the last block's output. Leaves .grad untouched.
     """
     from .training import weight_layers
 
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
-    grads: dict[str, torch.Tensor] = {}
-    handles = []
-
-    def capture(name):
-        def pre_hook(module, inputs):
-            inputs[0].register_hook(lambda g: grads.__setitem__(name, g.detach().clone()))
-            return None
-
-        return pre_hook
-
-    def output_hook(module, inputs, output):
-        output.register_hook(lambda g: grads.__setitem__("features", g.detach().clone()))
-
     blocks = named_blocks(model)
-    for name, block in blocks:
-        handles.append(block.register_forward_pre_hook(capture(name)))
-    handles.append(blocks[-1][1].register_forward_hook(output_hook))
-    params = list(model.parameters())
-    saved = [p.grad for p in params]
+    seen = {}  # the tensor each block received, by name, then the last output
+
+    def keep(name):
+        def hook(module, args, output=None):
+            seen[name] = args[0] if output is None else output
+
+        return hook
+
+    hooks = [block.register_forward_pre_hook(keep(name)) for name, block in blocks]
+    hooks.append(blocks[-1][1].register_forward_hook(keep("features")))
     try:
-        for p in params:
-            p.grad = None
-        loss_fn(model(x), y).backward()
-        weights = {name: w.grad.norm().item() for name, w in weight_layers(model).items() if w.grad is not None}
+        loss = (loss_fn or nn.CrossEntropyLoss())(model(x), y)
     finally:
-        for h in handles:
-            h.remove()
-        for p, g in zip(params, saved, strict=True):
-            p.grad = g
-    return {"weights": weights, "blocks": {name: grads[name] for name in [n for n, _ in blocks] + ["features"]}}
+        for hook in hooks:
+            hook.remove()
+    weights = {k: w for k, w in weight_layers(model).items() if w.requires_grad}
+    wanted = [*seen.values(), *weights.values()]
+    grads = torch.autograd.grad(loss, wanted, allow_unused=True)
+    block_grads, weight_grads = grads[: len(seen)], grads[len(seen) :]
+    norms = zip(weights, weight_grads, strict=True)
+    return {
+        "weights": {k: g.norm().item() for k, g in norms if g is not None},
+        "blocks": dict(zip(seen, block_grads, strict=True)),
+    }
+
+
+def _batchnorms(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Set every BN layer's running statistics to the exact mean and variance of the
+    batch `x`, and return the model in eval mode.
+
+    In eval mode each input's output depends on that input alone, as a gradient with
+    respect to one input needs; with these statistics the BN layers normalise as they
+    do in training mode on `x` (a fresh BN's running statistics are 0 and 1).
+    """
+    norms = _batchnorms(model)
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average: after one batch, that batch's
+    model.train()(x)
+    for bn, momentum in zip(norms, momenta, strict=True):
+        bn.momentum = momentum
+    return model.eval()
+
+
+def slopes_along_line(model, start, end, *, steps=256, output=0, chunk=64):
+    """The slope df/dt of f(t) = model(start + t (end - start))[output], at `steps`
+    points t from 0 to 1.
+
+    Balduzzi et al. (2017, Fig. 1) plot this slope for networks with a one-dimensional
+    input. Here the input is an image (`start` and `end` of shape C x H x W) and t walks
+    along a line through input space. Each point is one input on its own, so batch norm
+    must use fixed statistics: put the model in eval mode (see calibrate_batchnorm).
+    """
+    if model.training and _batchnorms(model):
+        raise ValueError(
+            "call model.eval() first (see calibrate_batchnorm): in training mode, batch "
+            "norm mixes the points of the line, so the slope at one depends on the others"
+        )
+    direction = end - start
+    t = torch.linspace(0, 1, steps, device=start.device).view(-1, *[1] * start.dim())
+    slopes = []
+    for points in (start + t * direction).split(chunk):
+        points.requires_grad_(True)
+        (grad,) = torch.autograd.grad(model(points)[:, output].sum(), points)
+        slopes.append((grad * direction).flatten(1).sum(1))  # df/dt = grad f . dx/dt
+    return torch.cat(slopes).detach()
+
+
+def lag_correlation(signal: torch.Tensor, lag: int = 1) -> float:
+    """The sample autocorrelation of a 1-D signal at `lag` steps: how well the signal
+    predicts itself `lag` steps later. About 0 for white noise; close to 1 for a smooth
+    function, or for brown noise (a random walk)."""
+    s = signal - signal.mean()
+    return float((s[:-lag] * s[lag:]).sum() / (s * s).sum())
