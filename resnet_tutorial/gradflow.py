@@ -26,7 +26,7 @@ PREACT_BLOCKS = (PreActBasicBlock, PreActBottleneck)
 
 
 def remove_batchnorm(model: nn.Module) -> nn.Module:
-    """Replace every nn.BatchNorm2d in `model` by nn.Identity (in place); return `model`.
+    """Replace every nn.BatchNorm2d in `model` by nn.Identity, in place; return it.
 
     The convolutions keep their He initialisation and have no bias, as before: the
     network is the same function with its normalisation taken out.
@@ -144,7 +144,7 @@ def evaluate_accuracy(model: nn.Module, data, batch_size: int = 500, device: str
 
 
 def deletion_study(model: ResNet, data, *, batch_size=500, device=None) -> list[dict]:
-    """Delete each block of a trained `model` in turn and measure the test accuracy.
+    """Delete each block of a trained `model` in turn, measuring the test accuracy.
 
     Returns one row per block (name, changes_shape, accuracy), the first row being the
     intact model (name "none"). Plain blocks that change the shape cannot be deleted
@@ -157,7 +157,8 @@ def deletion_study(model: ResNet, data, *, batch_size=500, device=None) -> list[
             continue
         with delete_block(model, name):
             accuracy = evaluate_accuracy(model, data, batch_size, device)
-        rows.append({"name": name, "changes_shape": changes_shape(block), "accuracy": accuracy})
+        shape = changes_shape(block)
+        rows.append({"name": name, "changes_shape": shape, "accuracy": accuracy})
     return rows
 
 
@@ -280,7 +281,7 @@ def degradation_seeds(
     return {seed: runs[seed] for seed in sorted(seeds)}
 
 
-def gradient_profile(model: ResNet, x: torch.Tensor, y: torch.Tensor, loss_fn=None) -> dict:
+def gradient_profile(model: ResNet, x: torch.Tensor, y: torch.Tensor, loss_fn=None):
     """Where the gradient of one batch goes, from one backward pass.
 
     Returns {"weights": {layer: gradient norm}, "blocks": {block: dL/dx_l}}: the
@@ -352,8 +353,9 @@ def slopes_along_line(model, start, end, *, steps=256, output=0, chunk=64):
     """
     if model.training and _batchnorms(model):
         raise ValueError(
-            "call model.eval() first (see calibrate_batchnorm): in training mode, batch "
-            "norm mixes the points of the line, so the slope at one depends on the others"
+            "call model.eval() first (see calibrate_batchnorm): in training mode, "
+            "batch norm mixes the points of the line, so the slope at one point "
+            "depends on all the others"
         )
     direction = end - start
     t = torch.linspace(0, 1, steps, device=start.device).view(-1, *[1] * start.dim())
