@@ -157,6 +157,11 @@ def test_gradient_profile():
     x, y = torch.randn(4, 1, 12, 12), torch.tensor([0, 1, 2, 3])
     prof = gradient_profile(model, x, y)
     assert all(p.grad is None for p in model.parameters())  # left as it was
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 7.0)
+    again = gradient_profile(model, x, y)
+    assert all(torch.equal(p.grad, torch.full_like(p, 7.0)) for p in model.parameters())
+    assert again["weights"] == prof["weights"]
     ref = layer_grad_norms(model, x, y)
     assert list(prof["weights"]) == list(ref)
     assert all(abs(prof["weights"][k] - ref[k]) <= 1e-6 * max(1.0, ref[k]) for k in ref)
