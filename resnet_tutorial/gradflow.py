@@ -1,12 +1,14 @@
-"""Tools for the experiments on how residual networks train: nets without batch norm, any-depth CIFAR
-nets (original or pre-activation), and deleting blocks from a trained network (Veit et al. 2016).
+"""Tools for the experiments on how residual networks train (chapter 5).
 
-* :func:`cifar_net` builds the 6n+2-layer CIFAR networks of He et al. (2016a, 2016b) at any depth:
-  residual or plain, original or pre-activation blocks, with or without batch normalisation.
-* :func:`remove_batchnorm` replaces every ``BatchNorm2d`` of a model by ``nn.Identity``.
-* :func:`delete_block` (a context manager) replaces one block by what is left of it without its
-  residual branch: for a residual block that is its shortcut, for a plain block the identity.
-  :func:`deletion_study` deletes every block in turn and measures the test accuracy.
+* cifar_net builds the 6n+2-layer CIFAR networks of He et al. (2016a, 2016b) at any depth:
+  residual or plain, original or pre-activation blocks, with or without batch normalisation;
+  remove_batchnorm replaces every BatchNorm2d of a model by nn.Identity.
+* gradient_profile records, in one backward pass, the gradient norm of every weight and the
+  gradient with respect to the input of every block.
+* slopes_along_line and lag_correlation measure shattered gradients (Balduzzi et al. 2017): how
+  the gradient with respect to the input changes from one input to a nearby one.
+* delete_block (a context manager) replaces one block by what is left of it without its
+  residual branch; deletion_study deletes every block in turn (Veit et al. 2016).
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ PREACT_BLOCKS = (PreActBasicBlock, PreActBottleneck)
 
 
 def remove_batchnorm(model: nn.Module) -> nn.Module:
-    """Replace every ``nn.BatchNorm2d`` in ``model`` by ``nn.Identity`` (in place); return ``model``.
+    """Replace every nn.BatchNorm2d in `model` by nn.Identity, in place; return it.
 
-    The convolutions keep their He initialisation and have no bias, as before: the network is the same
-    function with its normalisation taken out.
+    The convolutions keep their He initialisation and have no bias, as before: the
+    network is the same function with its normalisation taken out.
     """
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -85,6 +87,11 @@ def changes_shape(block: nn.Module) -> bool:
     return stride != 1 or convs[0].in_channels != convs[-1].out_channels
 
 
+def is_residual(block: nn.Module) -> bool:
+    """Whether a block has a shortcut (every pre-activation block has one)."""
+    return isinstance(block, PREACT_BLOCKS) or getattr(block, "residual", True)
+
+
 class DeletedBlock(nn.Module):
     """A block with its residual branch F deleted: what remains of ``y = relu(F(x) + shortcut(x))``.
 
@@ -98,7 +105,7 @@ class DeletedBlock(nn.Module):
         super().__init__()
         self.block = block
         self.preact = isinstance(block, PREACT_BLOCKS)
-        self.residual = self.preact or getattr(block, "residual", True)
+        self.residual = is_residual(block)
         if not self.residual and changes_shape(block):
             raise ValueError("a plain block that changes the shape cannot be deleted: nothing carries its input on")
 
@@ -136,37 +143,47 @@ def evaluate_accuracy(model: nn.Module, data, batch_size: int = 500, device: str
     return evaluate_loss_acc(model, data.loader("test", batch_size=batch_size, device=device))[1]
 
 
-def deletion_study(model: ResNet, data, *, batch_size: int = 500, device=None, progress: bool = False) -> list[dict]:
-    """Delete each block of a trained ``model`` in turn and measure the test accuracy.
+def deletion_study(model: ResNet, data, *, batch_size=500, device=None) -> list[dict]:
+    """Delete each block of a trained `model` in turn, measuring the test accuracy.
 
-    Returns one row per block (``name``, ``changes_shape``, ``accuracy``), the first row being the intact
-    model (``name="none"``). Plain blocks that change the shape cannot be deleted and are left out.
+    Returns one row per block (name, changes_shape, accuracy), the first row being the
+    intact model (name "none"). Plain blocks that change the shape cannot be deleted
+    and are left out.
     """
-    rows = [{"name": "none", "changes_shape": False, "accuracy": evaluate_accuracy(model, data, batch_size, device)}]
-    blocks = named_blocks(model)
-    if progress:
-        from tqdm.auto import tqdm
-
-        blocks = tqdm(blocks, desc="deleting blocks", unit="block")
-    for name, block in blocks:
-        residual = isinstance(block, PREACT_BLOCKS) or getattr(block, "residual", True)
-        if not residual and changes_shape(block):
+    accuracy = evaluate_accuracy(model, data, batch_size, device)
+    rows = [{"name": "none", "changes_shape": False, "accuracy": accuracy}]
+    for name, block in named_blocks(model):
+        if not is_residual(block) and changes_shape(block):
             continue
         with delete_block(model, name):
-            acc = evaluate_accuracy(model, data, batch_size, device)
-        rows.append({"name": name, "changes_shape": changes_shape(block), "accuracy": acc})
+            accuracy = evaluate_accuracy(model, data, batch_size, device)
+        shape = changes_shape(block)
+        rows.append({"name": name, "changes_shape": shape, "accuracy": accuracy})
     return rows
 
 
-#: The degradation experiment of the book (chapters 2 and 4) in each profile: the data, the stage widths and
-#: one training recipe for every net. "paper" is the paper's CIFAR-10 recipe (Sec. 4.2: batch 128, lr 0.1
-#: divided by 10 at 32k and 48k iterations of 64k, i.e. epochs 82 and 123 of 164; weight decay 1e-4,
-#: momentum 0.9); "cpu" is a few epochs at half width on MNIST-5k, small enough for CI.
+#: The degradation experiment of the book (chapters 2 and 5) in each profile: the data, the stage widths, the
+#: seeds and one training recipe for every net. "paper" is the paper's CIFAR-10 recipe (Sec. 4.2: batch 128,
+#: lr 0.1 divided by 10 at 32k and 48k iterations of 64k, i.e. epochs 82 and 123 of 164; weight decay 1e-4,
+#: momentum 0.9). "cpu" is sized for CI (issue 9: at most about 6 minutes on one idle core for all twelve
+#: nets): MNIST-5k at half width, three seeds, batch 64 so that 6 epochs are 378 SGD steps (63 per epoch),
+#: bf16 autocast and channels_last (together about 2x faster than fp32 on a CPU with bf16 support).
+#: A profile without "seeds" runs seed 0 only.
 DEGRADATION_SETUP = {
     "cpu": dict(
         dataset="mnist5k",
         channels=(8, 16, 32),
-        recipe=dict(epochs=3, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="cosine"),
+        seeds=(0, 1, 2),
+        recipe=dict(
+            epochs=6,
+            batch_size=64,
+            lr=0.1,
+            momentum=0.9,
+            weight_decay=1e-4,
+            schedule="cosine",
+            amp=True,
+            channels_last=True,
+        ),
     ),
     # "gpu": the paper's networks and data, 5 epochs with a cosine schedule, so that a chapter training the four
     # nets fits in 10 minutes on a Colab T4. Estimated, not measured on a T4 (none was available): about 7 s
@@ -187,6 +204,20 @@ DEGRADATION_SETUP = {
 }
 
 
+def clean_training_view(data):
+    """``data`` with its test split replaced by its own training split (a copy).
+
+    ``fit`` measures the test split after every epoch, in eval mode and without
+    augmentation. Given this view, that is the error on the clean training images: the
+    paper's training error, not the running error of augmented batches in train mode
+    that ``fit`` reports as ``train_error``.
+    """
+    from dataclasses import replace
+
+    name = f"{data.name} (test = clean train)"
+    return replace(data, name=name, test=data.train, _on_device={})
+
+
 def degradation_experiment(
     data,
     names=("plain20", "plain56", "resnet20", "resnet56"),
@@ -196,69 +227,150 @@ def degradation_experiment(
     seed: int = 0,
     **fit_kwargs,
 ) -> dict:
-    """Train each CIFAR-style net of ``names`` on ``data`` with one recipe: the paper's Figs. 1 and 6.
+    """Train each CIFAR-style net of ``names`` on ``data`` with one recipe (Figs. 1, 6).
 
-    Every net starts from the same seed and is trained by :func:`~resnet_tutorial.experiments.cached_fit`
-    (so a second run, or another chapter asking for the same nets, loads them), recording per-layer
-    gradient norms on the way. Returns ``{name: (trained model, History)}``.
+    Every net starts from ``seed`` (weights, batch order, augmentation) and is trained by
+    ``experiments.cached_fit``: a second run, or another chapter asking for the same
+    nets, loads them. Per-layer gradient norms are recorded on the way. After every
+    epoch the net is measured in eval mode on the clean training images
+    (``clean_train_error``, ``clean_train_loss``); the last epoch also gets the
+    ``test_error``, ``test_loss`` and ``test_acc`` of the trained net.
+    Returns ``{name: (trained model, History)}``.
     """
     from .experiments import cached_fit
     from .models import create_model
-    from .runtime import seed_everything
+    from .runtime import pick_device, seed_everything
+    from .training import amp_settings, evaluate_loss_acc
 
+    device = pick_device(fit_kwargs.get("device"))
+    amp, amp_dtype = amp_settings(fit_kwargs.get("amp", "auto"), device)
+    view = clean_training_view(data)
     results = {}
     for name in names:
         seed_everything(seed)
-        model = create_model(name, in_chans=data.in_chans, num_classes=data.num_classes, channels=channels)
-        tag = f"degradation-{name}"
-        history = cached_fit(model, data, tag=tag, epochs=epochs, seed=seed, record_grad_norms=True, **fit_kwargs)
+        model = create_model(
+            name, in_chans=data.in_chans, num_classes=data.num_classes, channels=channels
+        )
+        history = cached_fit(
+            model, view, tag=f"degradation-{name}", epochs=epochs, seed=seed,
+            record_grad_norms=True, **fit_kwargs,
+        )
+        for row in history.epochs:  # fit's "test" split was the clean training split
+            for key in ("loss", "error"):
+                if f"test_{key}" in row:
+                    row[f"clean_train_{key}"] = row.pop(f"test_{key}")
+            row.pop("test_acc", None)
+        test = data.loader("test", 512, device=device)
+        loss, acc = evaluate_loss_acc(model, test, amp, amp_dtype)
+        history.final.update(test_loss=loss, test_acc=acc, test_error=1 - acc)
         results[name] = (model, history)
     return results
 
 
-def gradient_profile(model: ResNet, x: torch.Tensor, y: torch.Tensor, loss_fn=None) -> dict:
+def degradation_seeds(
+    data, names=("plain20", "plain56", "resnet20", "resnet56"), *, seeds=(0, 1, 2), **kwargs
+) -> dict:
+    """``degradation_experiment`` once per seed: ``{seed: {name: (model, History)}}``.
+
+    The seeds train from the last to the first: another notebook running at the same
+    time that needs only seed 0 (chapter 5) trains it meanwhile. The cache lock makes
+    each net train once, and the results do not depend on the order.
+    """
+    runs = {}
+    for seed in sorted(seeds, reverse=True):
+        runs[seed] = degradation_experiment(data, names, seed=seed, **kwargs)
+    return {seed: runs[seed] for seed in sorted(seeds)}
+
+
+def gradient_profile(model: ResNet, x: torch.Tensor, y: torch.Tensor, loss_fn=None):
     """Where the gradient of one batch goes, from one backward pass.
 
-    Returns ``{"weights": {layer: norm}, "blocks": {block: gradient}}``:
-
-    * ``"weights"``: the gradient norm of every conv/linear weight in depth order (as
-      :func:`~resnet_tutorial.training.layer_grad_norms`);
-    * ``"blocks"``: the gradient of the loss with respect to the *input* of every block, the signal
-      :math:`\\partial L/\\partial x_l` of He et al. (2016b), keyed by block name (``"layer1.0"`` is the
-      stem's output), plus ``"features"`` for the output of the last block.
-
-    The model's ``.grad`` attributes are left as they were.
+    Returns {"weights": {layer: gradient norm}, "blocks": {block: dL/dx_l}}: the
+    gradient norm of every conv/linear weight in depth order, and the gradient of the
+    loss with respect to the input x_l of every block ("layer1.0" receives the stem's
+    output), plus "features" for the last block's output. Leaves .grad untouched.
     """
     from .training import weight_layers
 
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
-    grads: dict[str, torch.Tensor] = {}
-    handles = []
-
-    def capture(name):
-        def pre_hook(module, inputs):
-            inputs[0].register_hook(lambda g: grads.__setitem__(name, g.detach().clone()))
-            return None
-
-        return pre_hook
-
-    def output_hook(module, inputs, output):
-        output.register_hook(lambda g: grads.__setitem__("features", g.detach().clone()))
-
     blocks = named_blocks(model)
-    for name, block in blocks:
-        handles.append(block.register_forward_pre_hook(capture(name)))
-    handles.append(blocks[-1][1].register_forward_hook(output_hook))
-    params = list(model.parameters())
-    saved = [p.grad for p in params]
+    seen = {}  # the tensor each block received, by name, then the last output
+
+    def keep(name):
+        def hook(module, args, output=None):
+            seen[name] = args[0] if output is None else output
+
+        return hook
+
+    hooks = [block.register_forward_pre_hook(keep(name)) for name, block in blocks]
+    hooks.append(blocks[-1][1].register_forward_hook(keep("features")))
     try:
-        for p in params:
-            p.grad = None
-        loss_fn(model(x), y).backward()
-        weights = {name: w.grad.norm().item() for name, w in weight_layers(model).items() if w.grad is not None}
+        loss = (loss_fn or nn.CrossEntropyLoss())(model(x), y)
     finally:
-        for h in handles:
-            h.remove()
-        for p, g in zip(params, saved, strict=True):
-            p.grad = g
-    return {"weights": weights, "blocks": {name: grads[name] for name in [n for n, _ in blocks] + ["features"]}}
+        for hook in hooks:
+            hook.remove()
+    weights = {k: w for k, w in weight_layers(model).items() if w.requires_grad}
+    wanted = [*seen.values(), *weights.values()]
+    grads = torch.autograd.grad(loss, wanted, allow_unused=True)
+    block_grads, weight_grads = grads[: len(seen)], grads[len(seen) :]
+    norms = zip(weights, weight_grads, strict=True)
+    return {
+        "weights": {k: g.norm().item() for k, g in norms if g is not None},
+        "blocks": dict(zip(seen, block_grads, strict=True)),
+    }
+
+
+def _batchnorms(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Set every BN layer's running statistics to the exact mean and variance of the
+    batch `x`, and return the model in eval mode.
+
+    In eval mode each input's output depends on that input alone, as a gradient with
+    respect to one input needs; with these statistics the BN layers normalise as they
+    do in training mode on `x` (a fresh BN's running statistics are 0 and 1).
+    """
+    norms = _batchnorms(model)
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average: after one batch, that batch's
+    model.train()(x)
+    for bn, momentum in zip(norms, momenta, strict=True):
+        bn.momentum = momentum
+    return model.eval()
+
+
+def slopes_along_line(model, start, end, *, steps=256, output=0, chunk=64):
+    """The slope df/dt of f(t) = model(start + t (end - start))[output], at `steps`
+    points t from 0 to 1.
+
+    Balduzzi et al. (2017, Fig. 1) plot this slope for networks with a one-dimensional
+    input. Here the input is an image (`start` and `end` of shape C x H x W) and t walks
+    along a line through input space. Each point is one input on its own, so batch norm
+    must use fixed statistics: put the model in eval mode (see calibrate_batchnorm).
+    """
+    if model.training and _batchnorms(model):
+        raise ValueError(
+            "call model.eval() first (see calibrate_batchnorm): in training mode, "
+            "batch norm mixes the points of the line, so the slope at one point "
+            "depends on all the others"
+        )
+    direction = end - start
+    t = torch.linspace(0, 1, steps, device=start.device).view(-1, *[1] * start.dim())
+    slopes = []
+    for points in (start + t * direction).split(chunk):
+        points.requires_grad_(True)
+        (grad,) = torch.autograd.grad(model(points)[:, output].sum(), points)
+        slopes.append((grad * direction).flatten(1).sum(1))  # df/dt = grad f . dx/dt
+    return torch.cat(slopes).detach()
+
+
+def lag_correlation(signal: torch.Tensor, lag: int = 1) -> float:
+    """The sample autocorrelation of a 1-D signal at `lag` steps: how well the signal
+    predicts itself `lag` steps later. About 0 for white noise; close to 1 for a smooth
+    function, or for brown noise (a random walk)."""
+    s = signal - signal.mean()
+    return float((s[:-lag] * s[lag:]).sum() / (s * s).sum())

@@ -1,4 +1,4 @@
-"""Tests of resnet_tutorial.gradflow: nets without BN, any-depth CIFAR nets, deleting blocks."""
+"""Tests of resnet_tutorial.gradflow: nets without BN, any-depth CIFAR nets, gradients, deleting blocks."""
 
 import pytest
 import torch
@@ -7,13 +7,16 @@ from torch import nn
 from resnet_tutorial import create_model
 from resnet_tutorial.gradflow import (
     DeletedBlock,
+    calibrate_batchnorm,
     changes_shape,
     cifar_net,
     delete_block,
     deletion_study,
     evaluate_accuracy,
+    lag_correlation,
     named_blocks,
     remove_batchnorm,
+    slopes_along_line,
 )
 from resnet_tutorial.models import BasicBlock, PreActBasicBlock
 
@@ -154,6 +157,11 @@ def test_gradient_profile():
     x, y = torch.randn(4, 1, 12, 12), torch.tensor([0, 1, 2, 3])
     prof = gradient_profile(model, x, y)
     assert all(p.grad is None for p in model.parameters())  # left as it was
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 7.0)
+    again = gradient_profile(model, x, y)
+    assert all(torch.equal(p.grad, torch.full_like(p, 7.0)) for p in model.parameters())
+    assert again["weights"] == prof["weights"]
     ref = layer_grad_norms(model, x, y)
     assert list(prof["weights"]) == list(ref)
     assert all(abs(prof["weights"][k] - ref[k]) <= 1e-6 * max(1.0, ref[k]) for k in ref)
@@ -182,3 +190,63 @@ def test_degradation_experiment_trains_once_then_loads(tmp_path, monkeypatch):
     assert again["resnet20"][1].to_dict() == history.to_dict()  # loaded, not retrained
     for a, b in zip(model.state_dict().values(), again["resnet20"][0].state_dict().values(), strict=True):
         assert torch.equal(a.cpu(), b.cpu())
+
+
+def test_lag_correlation_tells_white_noise_from_smooth_signals():
+    g = torch.Generator().manual_seed(0)
+    white = torch.randn(2000, generator=g)
+    brown = white.cumsum(0)  # a random walk
+    smooth = torch.sin(torch.linspace(0, 6.28, 2000))
+    # White noise: the sample autocorrelation is about N(0, 1/n), so |r| < 4 / sqrt(n).
+    assert abs(lag_correlation(white)) < 4 / 2000**0.5
+    assert abs(lag_correlation(white, lag=5)) < 4 / 2000**0.5
+    assert lag_correlation(brown) > 0.95
+    assert lag_correlation(smooth) > 0.999
+    assert lag_correlation(smooth, lag=100) < lag_correlation(smooth, lag=10) < lag_correlation(smooth)
+    alternating = torch.tensor([1.0, -1.0] * 50)
+    assert lag_correlation(alternating) == pytest.approx(-0.99)
+
+
+def test_slopes_along_line_is_the_derivative_along_the_line():
+    torch.manual_seed(0)
+    start, end = torch.randn(1, 4, 4), torch.randn(1, 4, 4)
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    expected = (linear[1].weight[2] * (end - start).flatten()).sum()
+    slopes = slopes_along_line(linear, start, end, steps=10, output=2)
+    assert slopes.shape == (10,)
+    assert torch.allclose(slopes, expected.expand(10), atol=1e-5)
+    # A smooth net: the slopes match finite differences of f(t) along the line.
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 2)).double()
+    start, end = start.double(), end.double()
+    steps = 401
+    t = torch.linspace(0, 1, steps, dtype=torch.float64).view(-1, 1, 1, 1)
+    with torch.no_grad():
+        f = net(start + t * (end - start))[:, 1]
+    numeric = torch.gradient(f, spacing=1 / (steps - 1))[0]
+    slopes = slopes_along_line(net, start, end, steps=steps, output=1, chunk=50)
+    assert torch.allclose(slopes[1:-1], numeric[1:-1], rtol=1e-3, atol=1e-6)
+    assert torch.equal(slopes, slopes_along_line(net, start, end, steps=steps, output=1, chunk=7))
+
+
+def test_slopes_along_line_refuses_batch_statistics():
+    model = cifar_net(8, channels=(2, 4, 8), in_chans=1)
+    x = torch.randn(1, 12, 12)
+    with pytest.raises(ValueError, match="eval"):
+        slopes_along_line(model.train(), x, -x, steps=4)
+    assert slopes_along_line(model.eval(), x, -x, steps=4).shape == (4,)
+
+
+def test_calibrate_batchnorm_normalises_as_training_mode_does():
+    torch.manual_seed(0)
+    model = cifar_net(20, channels=(4, 8, 16), in_chans=1)
+    x = torch.randn(64, 1, 12, 12) * 3 + 1
+    with torch.no_grad():
+        train_mode = model.train()(x)
+        fresh = model.eval()(x)  # a fresh BN's running statistics are 0 and 1
+    assert (fresh - train_mode).abs().max() > 0.1
+    assert calibrate_batchnorm(model, x) is model and not model.training
+    with torch.no_grad():
+        calibrated = model(x)
+    # Equal up to the running variance being the unbiased estimate (a factor n / (n - 1)).
+    assert (calibrated - train_mode).abs().max() < 5e-3
+    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
