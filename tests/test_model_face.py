@@ -306,3 +306,18 @@ def test_linear_init_is_torchvision_default():
     bound = 1 / math.sqrt(ours.in_features)  # nn.Linear's default, which torchvision keeps
     assert ours.weight.abs().max() <= bound and ours.weight.abs().max() > 0.99 * bound
     assert ours.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)
+
+
+def test_zero_init_last_without_a_norm_weight_is_a_clear_error():
+    with pytest.raises(ModelConfigError, match="zero_init_last=False"):
+        rt.create_model("resnet20", norm_layer=nn.Identity, zero_init_last=True)
+    gn = rt.create_model("preact_resnet110", norm_layer=lambda c: nn.GroupNorm(4, c), zero_init_last=True)
+    assert gn.layer1[0].conv2.weight.abs().sum() == 0  # pre-activation: the last conv is zeroed
+
+
+def test_torch_compile_traces_the_checked_forward():
+    model = rt.create_model("resnet20", channels=(4, 8, 16)).eval()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(compiled(x), model(x))

@@ -195,7 +195,13 @@ class ResNet(nn.Module):
         if zero_init_last:
             for m in self.modules():
                 if hasattr(m, "zero_init_last") and getattr(m, "residual", True):
-                    m.zero_init_last()
+                    try:
+                        m.zero_init_last()
+                    except AttributeError:  # e.g. norm_layer=nn.Identity: nothing with a weight to zero
+                        raise ModelConfigError(
+                            "zero_init_last zeroes the weight of each branch's last norm layer; this "
+                            "norm_layer has none: use zero_init_last=False"
+                        ) from None
 
     # --- the model face of timm -------------------------------------------------------------------
 
