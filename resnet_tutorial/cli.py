@@ -256,6 +256,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .evaluation import evaluate
 
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
+    _check_device(args.device)
     model, state = model_from_checkpoint(args.checkpoint)
     trained_on = state.get("config", {}).get("dataset")
     data = load_dataset(args.dataset or trained_on or "auto", args.data_dir, download=not args.no_download)

@@ -313,3 +313,10 @@ def test_only_explicit_cifar10_downloads(tmp_path, monkeypatch):
     with pytest.raises(rd.DataError):
         rd.load_dataset("cifar10", data_dir=str(tmp_path))
     assert calls == [str(tmp_path)]
+
+
+def test_evaluate_checks_device_and_batch_size(tmp_path, capsys):
+    rc = main(["evaluate", "--checkpoint", str(tmp_path / "c.pt"), "--device", "tpu9"])
+    assert_one_line_error(capsys, rc, "--device 'tpu9' is not a device")
+    rc = main(["evaluate", "--checkpoint", str(tmp_path / "c.pt"), "--batch-size", "0"])
+    assert_one_line_error(capsys, rc, "--batch-size must be at least 1")

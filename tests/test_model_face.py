@@ -321,3 +321,11 @@ def test_torch_compile_traces_the_checked_forward():
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(compiled(x), model(x))
+
+
+def test_list_pretrained():
+    assert rt.models.list_pretrained("resnet50.*") == ["resnet50.tv_in1k", "resnet50.tv2_in1k"]
+    assert rt.models.list_pretrained() == [
+        "resnet18.tv_in1k", "resnet34.tv_in1k", "resnet50.tv_in1k", "resnet50.tv2_in1k",
+        "resnet101.tv_in1k", "resnet101.tv2_in1k", "resnet152.tv_in1k", "resnet152.tv2_in1k",
+    ]

@@ -40,6 +40,15 @@ def list_models(pattern: str | None = None, family: str | None = None) -> list[s
     return names
 
 
+def list_pretrained(pattern: str | None = None) -> list[str]:
+    """Every ``name.tag`` with torchvision weights, e.g. ``["resnet18.tv_in1k", ..., "resnet50.tv2_in1k"]``,
+    filtered by a shell-style ``pattern`` (``"resnet50.*"``), as timm's ``list_pretrained``."""
+    from .weights import pretrained_tags
+
+    names = [f"{n}.{t}" for n in _MODELS for t in pretrained_tags(n)]
+    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
 def model_family(name: str) -> str:
     """``"imagenet"``, ``"cifar"``, ``"plain-cifar"``, ``"plain-imagenet"`` or ``"preact-cifar"``."""
     _check_name(name)
