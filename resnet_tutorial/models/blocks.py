@@ -39,7 +39,8 @@ class PadShortcut(nn.Module):
         super().__init__()
         if out_planes < in_planes:
             raise ModelConfigError(
-                f"option A can only add channels, not go from {in_planes} to {out_planes}: use shortcut='B'"
+                f"option A can only add channels, not go from {in_planes} to "
+                f"{out_planes}: use shortcut='B'"
             )
         self.stride = stride
         self.extra = out_planes - in_planes
@@ -57,7 +58,11 @@ class PadShortcut(nn.Module):
 
 
 def make_shortcut(
-    option: str, in_planes: int, out_planes: int, stride: int, norm_layer: NormLayer | None = None
+    option: str,
+    in_planes: int,
+    out_planes: int,
+    stride: int,
+    norm_layer: NormLayer | None = None,
 ) -> nn.Module | None:
     """The shortcut of a block, by the paper's options.
 
@@ -65,12 +70,12 @@ def make_shortcut(
     * ``"B"``: identity; 1x1 projection (conv + BN) where the shape changes (torchvision, timm).
     * ``"C"``: 1x1 projection on every block.
 
-    ``None`` means a plain identity. ``norm_layer`` (default ``nn.BatchNorm2d``) follows a projection.
+    ``None`` means a plain identity. ``norm_layer`` (default: BN) follows a projection.
     """
     changes_shape = stride != 1 or in_planes != out_planes
     option = option.upper()
     if option not in ("A", "B", "C"):
-        raise ModelConfigError(f"shortcut must be 'A', 'B' or 'C' (the paper's options), got {option!r}")
+        raise ModelConfigError(f"shortcut must be 'A', 'B' or 'C', got {option!r}")
     if option == "A":
         return PadShortcut(in_planes, out_planes, stride) if changes_shape else None
     if option == "B" and not changes_shape:

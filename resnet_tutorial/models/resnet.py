@@ -231,7 +231,8 @@ class ResNet(nn.Module):
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Global pooling, dropout and the classifier; ``pre_logits=True`` stops before it."""
+        """Global pooling, dropout and the classifier; ``pre_logits=True`` stops before
+        the classifier."""
         x = self.global_pool(x)
         if self.drop_rate:
             x = nn.functional.dropout(x, p=self.drop_rate, training=self.training)
