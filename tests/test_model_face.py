@@ -329,3 +329,9 @@ def test_list_pretrained():
         "resnet18.tv_in1k", "resnet34.tv_in1k", "resnet50.tv_in1k", "resnet50.tv2_in1k",
         "resnet101.tv_in1k", "resnet101.tv2_in1k", "resnet152.tv_in1k", "resnet152.tv2_in1k",
     ]
+
+
+def test_a_model_with_a_lambda_norm_layer_pickles(tmp_path):
+    model = rt.create_model("resnet20", norm_layer=lambda c: nn.GroupNorm(4, c))
+    torch.save(model, tmp_path / "whole.pt")  # no lambda kept on the model
+    assert isinstance(torch.load(tmp_path / "whole.pt", weights_only=False).layer1[0].bn1, nn.GroupNorm)

@@ -122,7 +122,7 @@ class ResNet(nn.Module):
         self.residual = residual
         self.stride_in_1x1 = stride_in_1x1
         self.drop_rate = drop_rate
-        self.norm_layer = norm_layer
+        self._norm_layer = norm_layer  # for _make_layer; not kept (a lambda would not pickle)
 
         # Stem. A pre-activation net has no BN-ReLU here: every block begins with one.
         self.inplanes = channels[0]
@@ -157,11 +157,12 @@ class ResNet(nn.Module):
         self.global_pool = GlobalPool(global_pool)
         self.fc = self._classifier(num_classes)
 
+        del self._norm_layer
         self.init_weights(zero_init_last=zero_init_last)
 
     def _make_layer(self, block: type[nn.Module], planes: int, blocks: int, stride: int) -> nn.Sequential:
         out_planes = planes * block.expansion
-        norm = {"norm_layer": self.norm_layer}
+        norm = {"norm_layer": self._norm_layer}
         layers = []
         for i in range(blocks):
             block_stride = stride if i == 0 else 1
