@@ -96,6 +96,63 @@ def _write_json_atomic(obj, path: str) -> None:
         raise
 
 
+def _check_device(name: str | None) -> None:
+    """An error for a device string torch cannot parse, or a device this machine does not have."""
+    import torch
+
+    if name is None:
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise CLIError(f"--device {name!r} is not a device: use cpu, cuda, cuda:1 or mps") from None
+    if device.type == "cpu":
+        return
+    backend = getattr(torch, device.type, None) if device.type != "mps" else torch.backends.mps
+    available = backend is not None and hasattr(backend, "is_available") and backend.is_available()
+    count = backend.device_count() if available and hasattr(backend, "device_count") else 1
+    if not available or (device.index or 0) >= count:
+        have = f"{count} {device.type} device(s)" if available else f"no {device.type} device"
+        raise CLIError(f"--device {name}: this machine has {have}; use --device cpu, or leave --device out")
+
+
+def _check_out_dir(out: str) -> None:
+    """An error when ``out`` is a file, or cannot be created (its nearest existing parent is not writable)."""
+    import os
+
+    out = os.path.abspath(out)
+    if os.path.exists(out):
+        if not os.path.isdir(out):
+            raise CLIError(f"--out {out!r} is a file, not a folder: choose another --out")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise CLIError(f"--out {out!r} is not writable: choose another --out")
+        return
+    parent = os.path.dirname(out)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise CLIError(f"cannot create --out {out!r}: {parent!r} is not a writable folder; choose another --out")
+
+
+def check_train_args(args: argparse.Namespace) -> None:
+    """Every check that needs no data and no model, so a bad argument fails before anything is created."""
+    from .models import model_family
+
+    if args.epochs < 1:
+        raise CLIError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not args.lr > 0:
+        raise CLIError(f"--lr must be a positive learning rate, e.g. 0.1; got {args.lr}")
+    if not args.weight_decay >= 0:
+        raise CLIError(f"--weight-decay must be 0 or more, e.g. 5e-4; got {args.weight_decay}")
+    if not 0 <= args.label_smoothing < 1:
+        raise CLIError(f"--label-smoothing must be in [0, 1), e.g. 0.1; got {args.label_smoothing}")
+    model_family(args.model)  # an unknown model name fails here, before any data is read
+    _check_device(args.device)
+    _check_out_dir(args.out)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import os
     import shutil
@@ -103,12 +160,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
     from .checkpoint import read_checkpoint
     from .data import load_dataset
-    from .models import create_model, model_family
+    from .models import create_model
+    from .runtime import seed_everything
     from .training import fit
 
-    if args.epochs < 1:
-        raise CLIError(f"--epochs must be at least 1, got {args.epochs}")
-    model_family(args.model)  # an unknown model name fails here, before any data is read
+    check_train_args(args)
     device = distributed.setup(args.device) if distributed.launched_by_torchrun() else None
     rank, world = distributed.rank_and_world()
     ckpt = os.path.join(args.out, "checkpoint.pt")
@@ -125,6 +181,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         distributed.barrier()  # rank 0 downloads; the others then read its copy
         if rank != 0:
             data = load_dataset(args.dataset, args.data_dir, download=False)
+        seed_everything(args.seed)  # the initial weights too: same command and seed, same weights
         model = create_model(args.model, in_chans=data.in_chans, num_classes=data.num_classes)
         if rank == 0:
             os.makedirs(args.out, exist_ok=True)
@@ -142,15 +199,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f = history.final
             print(f"test accuracy {f.get('test_acc', float('nan')):.4f} after {f['epoch']} epochs "
                   f"({history.seconds:.1f} s); wrote {ckpt} and {summary_path}")
-    except ResnetTutorialError:
-        if rank == 0:  # leave nothing half-made behind: remove what this run created
+    except KeyboardInterrupt:  # the checkpoint of the last finished epoch stays, to be resumed
+        if rank == 0 and os.path.exists(ckpt):
+            print(f"interrupted; continue with the same command and --resume ({ckpt})", file=sys.stderr)
+        raise
+    except Exception as err:  # any failure is a failed run: remove what this run created
+        if rank == 0:
             if created_dir:
                 shutil.rmtree(args.out, ignore_errors=True)
             else:
                 for path in {ckpt, summary_path} - existed:
                     if os.path.exists(path):
                         os.remove(path)
-        raise
+        if isinstance(err, ResnetTutorialError):
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise CLIError(f"training failed ({type(err).__name__}: {first})") from err
     finally:
         distributed.cleanup()
     return 0
@@ -158,21 +222,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _add_train(sub) -> None:
     from .data import DATASETS
+    from .training import SCHEDULES
 
     p = sub.add_parser("train", help="train a model; writes checkpoint.pt and summary.json under --out",
                        description="Train a model with resnet_tutorial.training.fit. Under torchrun "
                        "(torchrun --nproc_per_node=N -m resnet_tutorial train ...) it trains data-parallel.")
     p.add_argument("--model", default="resnet20", help="a registered model (see `resnet-tutorial models`)")
-    p.add_argument("--dataset", default="auto", help=f"one of {', '.join(DATASETS)} (default: auto)")
+    p.add_argument("--dataset", default="auto", choices=DATASETS,
+                   help="auto: a local CIFAR-10 copy in --data-dir, else MNIST-5k (never downloads)")
     p.add_argument("--data-dir", default=None, help="where cifar-10-batches-py/ is (or is downloaded to)")
-    p.add_argument("--no-download", action="store_true", help="never download CIFAR-10")
+    p.add_argument("--no-download", action="store_true", help="never download CIFAR-10 (--dataset cifar10)")
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--out", required=True, help="output folder: checkpoint.pt and summary.json")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the initial weights, the data order and augmentation")
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--schedule", default="cosine", help="cosine, step, onecycle or constant")
+    p.add_argument("--schedule", default="cosine", choices=SCHEDULES)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
@@ -190,6 +256,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .evaluation import evaluate
 
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
+    _check_device(args.device)
     model, state = model_from_checkpoint(args.checkpoint)
     trained_on = state.get("config", {}).get("dataset")
     data = load_dataset(args.dataset or trained_on or "auto", args.data_dir, download=not args.no_download)

@@ -11,7 +11,8 @@ training fast on two CPU cores.
   downloaded there by torchvision when online.
 * ``digits``: scikit-learn's 1,797 8x8 digits (values 0..16, scaled to 0..255), split 75/25 the same way;
   ``image_size=28`` resizes them to MNIST's size, for fine-tuning and the domain-shift story.
-* ``auto``: CIFAR-10 when a copy is in ``data_dir`` or can be downloaded, else MNIST-5k; it prints which.
+* ``auto``: CIFAR-10 when a copy is in ``data_dir``, else MNIST-5k; it prints which. It never downloads
+  and never asks the network, so the same command gives the same data online and offline.
 """
 
 from __future__ import annotations
@@ -450,8 +451,8 @@ def load_dataset(
 ) -> ImageData:
     """Load a dataset by name (see :data:`DATASETS`), optionally resized to ``image_size``.
 
-    ``auto`` takes CIFAR-10 when a copy is in ``data_dir`` or it can be downloaded, and MNIST-5k
-    otherwise, and prints one line saying which and why.
+    ``auto`` takes CIFAR-10 when a local copy is in ``data_dir`` and MNIST-5k otherwise, and prints
+    one line saying which; it never downloads (only an explicit ``"cifar10"`` does, with ``download``).
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
@@ -460,12 +461,8 @@ def load_dataset(
         if find_cifar10(where):
             print(f"dataset auto: CIFAR-10 (found a copy in {where})")
             name = "cifar10"
-        elif download and _online():
-            print(f"dataset auto: CIFAR-10 (not in {where}; online, so downloading it there)")
-            name = "cifar10"
         else:
-            why = "offline" if download else "download=False"
-            print(f"dataset auto: MNIST-5k (no CIFAR-10 in {where}, {why})")
+            print(f"dataset auto: MNIST-5k (no CIFAR-10 in {where}; --dataset cifar10 downloads it)")
             name = "mnist5k"
     if name == "mnist5k":
         data = load_mnist5k()

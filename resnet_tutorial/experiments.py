@@ -3,15 +3,16 @@
 A chapter is executed twice in CI (nbval, then the book build) and again whenever a reader re-runs it;
 the second time, the same experiment loads its trained weights instead of training again. "The same"
 means: same tag, same architecture and initial weights, same data, same ``fit`` arguments, same source
-of the training code and same torch version; anything else trains afresh.
+of the package (models, blocks, training, data: everything but the presentation modules) and same
+torch version; anything else trains afresh.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
+import pathlib
 from contextlib import contextmanager
 
 import torch
@@ -57,12 +58,21 @@ def _state_hash(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _source_hash() -> str:
-    from . import checkpoint, data, experiments, training
+#: The package's source that the cache key hashes: all of it (models, blocks, training, data, ...),
+#: since any module can change a trained result, except these, which only present results (figures,
+#: glued numbers, the command line) and never run inside :func:`cached_fit`.
+SOURCE_ROOT = os.path.dirname(os.path.abspath(__file__))
+PRESENTATION_ONLY = ("book.py", "plots.py", "cli.py", "__main__.py")
 
+
+def _source_hash(root: str | None = None) -> str:
+    """sha256 of every ``.py`` file of the package (path and content), except :data:`PRESENTATION_ONLY`."""
+    root = pathlib.Path(root or SOURCE_ROOT)
     h = hashlib.sha256()
-    for module in (training, data, experiments, checkpoint):
-        h.update(inspect.getsource(module).encode())
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel not in PRESENTATION_ONLY:
+            h.update(rel.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
 

@@ -111,39 +111,56 @@ def stage_param_groups(model: nn.Module, lrs: Mapping[str, float], head_lr: floa
     return groups
 
 
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".safetensors")
+
+
 def load_for_finetuning(source, num_classes: int, *, model: str | nn.Module | None = None,
                         pretrained: str = "torchvision", freeze_backbone: bool = False, **model_kwargs) -> nn.Module:
     """A model with trained weights and a fresh head of ``num_classes`` outputs.
 
-    ``source`` is one of: a checkpoint of this package (its architecture is rebuilt); a weights file or a
-    state_dict (torchvision's, timm's, ours) for the architecture named by ``model``; or the name of an
-    ImageNet model (``"resnet18"``), whose pretrained ``pretrained`` ("torchvision" or "timm") weights are
-    downloaded when online. ``freeze_backbone=True`` freezes everything but the new head.
+    ``source`` is one of: a checkpoint of this package (its architecture is rebuilt, unless ``model``
+    names one); a weights file or a state_dict (torchvision's, timm's, ours) for the architecture named
+    by ``model``; or the name of an ImageNet model (``"resnet18"``, ``"resnet50.tv_in1k"``), whose
+    pretrained ``pretrained`` ("torchvision" or "timm") weights are downloaded when online. Files and
+    state_dicts are treated alike: every weight is loaded except a classifier of another size.
+    ``freeze_backbone=True`` freezes everything but the new head.
     """
-    from .checkpoint import CheckpointError, model_from_checkpoint
-    from .models import create_model, load_pretrained, load_weights
+    from .models import create_model, load_pretrained
+    from .models.registry import _MODELS, UnknownModelError
+    from .models.weights import clean_state_dict, read_state_dict, split_tag
 
-    if isinstance(source, str | os.PathLike) and os.path.isfile(source):
-        try:
-            net, _ = model_from_checkpoint(source, **model_kwargs)
-        except CheckpointError:
-            if model is None:
-                raise
-            net = model if isinstance(model, nn.Module) else create_model(model, **model_kwargs)
-            load_weights(net, os.fspath(source), strict=False)
-    elif isinstance(source, Mapping):
+    def architecture(what: str) -> nn.Module:
         if model is None:
-            raise FinetuneError("a state_dict needs the architecture: pass model='resnet18' (or a model)")
-        net = model if isinstance(model, nn.Module) else create_model(model, **model_kwargs)
-        state = dict(source)
-        own_fc = net.get_classifier().weight.shape if hasattr(net.get_classifier(), "weight") else None
-        if own_fc is not None and "fc.weight" in state and state["fc.weight"].shape != own_fc:
-            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-            load_weights(net, state, strict=False)
+            raise FinetuneError(f"{what} needs the architecture: pass model='resnet18' (or a model)")
+        return model if isinstance(model, nn.Module) else create_model(model, **model_kwargs)
+
+    if isinstance(source, Mapping):
+        net = architecture("a state_dict")
+        _load_backbone(net, clean_state_dict(source), "the state_dict")
+    elif isinstance(source, str | os.PathLike) and os.path.isfile(source):
+        path = os.fspath(source)
+        cfg = _package_checkpoint_config(path)
+        if cfg is not None and model is None:  # ours: rebuild its architecture, as it was trained
+            kwargs = dict(cfg.get("kwargs", {}))
+            if "channels" in kwargs:
+                kwargs["channels"] = tuple(kwargs["channels"])
+            net = create_model(cfg["architecture"], **{**kwargs, **model_kwargs})
         else:
-            load_weights(net, state)
+            net = architecture(f"the weights file {path!r}")
+        _load_backbone(net, read_state_dict(path), repr(path))
+    elif isinstance(source, os.PathLike) or (
+        isinstance(source, str) and (os.sep in source or "/" in source or source.lower().endswith(WEIGHT_SUFFIXES))
+    ):
+        raise FinetuneError(
+            f"no weights file at {os.fspath(source)!r} (looked from {os.getcwd()!r}): check the path"
+        )
     elif isinstance(source, str):
-        net = create_model(source, **model_kwargs)
+        if split_tag(source)[0] not in _MODELS:
+            raise UnknownModelError(
+                f"{source!r} is neither a file nor a registered model: pass a checkpoint path, a state_dict, "
+                "or a name from resnet_tutorial.list_models(\"resnet*\") such as 'resnet18'"
+            )
+        net = create_model(split_tag(source)[0], **model_kwargs)
         load_pretrained(net, source, source=pretrained)
     else:
         raise FinetuneError(f"source must be a checkpoint path, a state_dict or a model name, got {source!r}")
@@ -152,6 +169,38 @@ def load_for_finetuning(source, num_classes: int, *, model: str | nn.Module | No
     if freeze_backbone:
         freeze(net, "all")
     return net
+
+
+def _package_checkpoint_config(path: str) -> dict | None:
+    """The ``model_config`` of a checkpoint of this package that names its architecture, else None."""
+    from .checkpoint import CheckpointError, read_checkpoint
+
+    try:
+        cfg = read_checkpoint(path).get("model_config", {})
+    except CheckpointError:
+        return None
+    return cfg if "architecture" in cfg else None
+
+
+def _load_backbone(net: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+    """Load ``state`` into ``net``; a classifier of another size is left out (the head is replaced
+    anyway), every other weight must fit."""
+    from .models import load_weights
+
+    own = net.state_dict()
+    other_head = any(k.startswith("fc.") and (k not in own or own[k].shape != v.shape) for k, v in state.items())
+    if not other_head:
+        load_weights(net, state)
+        return
+    result = load_weights(net, {k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("fc.")]
+    if missing or result.unexpected_keys:
+        from .models import WeightsError
+
+        raise WeightsError(
+            f"{what} does not fit this model (missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}): "
+            "pass the model= the weights were made for"
+        )
 
 
 def copy_weights(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -30,7 +30,12 @@ def get_profile() -> str:
     if not value:
         return "gpu" if torch.cuda.is_available() else "cpu"
     if value not in PROFILES:
-        raise ValueError(f"{PROFILE_ENV} must be one of {PROFILES}, got {value!r}")
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"{PROFILE_ENV} must be one of {', '.join(PROFILES)}, got {value!r}: "
+            f"set it to one of them (export {PROFILE_ENV}=cpu) or unset it"
+        )
     return value
 
 

@@ -119,7 +119,7 @@ def test_auto_prefers_cifar10_copy_else_mnist(tmp_path, monkeypatch, capsys):
     d = load_dataset("auto", data_dir=str(tmp_path))
     assert d.name == "mnist5k"
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1 and "MNIST-5k" in out[0] and "offline" in out[0]
+    assert len(out) == 1 and "MNIST-5k" in out[0] and "--dataset cifar10 downloads it" in out[0]
     write_cifar10_fixture(tmp_path, n_per_batch=4)
     d = load_dataset("auto", data_dir=str(tmp_path))
     assert d.name == "cifar10"

@@ -124,3 +124,34 @@ def test_timm_state_dict_and_pretrained_download_path(monkeypatch):
     model = load_for_finetuning("resnet18", num_classes=4, pretrained="timm")
     assert calls == [("resnet18", "timm")] and model.fc.out_features == 4
     assert torch.equal(model.conv1.weight, tm.conv1.weight)
+
+
+def test_a_weights_file_loads_as_its_state_dict_does(tmp_path):
+    """A file and the same weights as a state_dict give the same model: the other head is dropped."""
+    source = tiny(num_classes=7)
+    torch.save(source.state_dict(), tmp_path / "seven.pt")
+    kwargs = dict(model="resnet20", in_chans=1, channels=(4, 8, 16))
+    from_file = load_for_finetuning(tmp_path / "seven.pt", num_classes=3, **kwargs)
+    from_dict = load_for_finetuning(source.state_dict(), num_classes=3, **kwargs)
+    for m in (from_file, from_dict):
+        assert m.fc.out_features == 3
+        assert torch.equal(m.layer3[2].conv2.weight, source.layer3[2].conv2.weight)
+    assert from_file.state_dict().keys() == from_dict.state_dict().keys()
+    a, b = from_file.state_dict(), from_dict.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("fc."))
+    # Our checkpoint with another head, given an architecture: the same rule.
+    save_checkpoint(tmp_path / "c.pt", source, epoch=1)
+    m = load_for_finetuning(tmp_path / "c.pt", num_classes=3, **kwargs)
+    assert torch.equal(m.conv1.weight, source.conv1.weight) and m.fc.out_features == 3
+    # Weights of another architecture still fail, with the file named.
+    with pytest.raises(rt.models.WeightsError, match="seven.pt.* does not fit this model.*missing"):
+        load_for_finetuning(tmp_path / "seven.pt", num_classes=3, model="resnet32", in_chans=1, channels=(4, 8, 16))
+
+
+def test_a_mistyped_path_is_reported_as_a_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for typo in ("x.pt", "runs/model.pth", tmp_path / "missing.pt"):
+        with pytest.raises(FinetuneError, match="no weights file at .*check the path"):
+            load_for_finetuning(typo, num_classes=3, model="resnet20")
+    with pytest.raises(rt.models.UnknownModelError, match="neither a file nor a registered model"):
+        load_for_finetuning("resnet19", num_classes=3)

@@ -11,12 +11,33 @@ from .blocks import (
     conv3x3,
     make_shortcut,
 )
-from .registry import UnknownModelError, create_model, list_models, model_family, register_model
-from .resnet import ResNet
-from .weights import WeightsError, clean_state_dict, load_pretrained, load_weights, read_state_dict
+from .registry import (
+    UnknownModelError,
+    create_model,
+    list_models,
+    list_pretrained,
+    model_arguments,
+    model_family,
+    register_model,
+)
+from .resnet import FeatureInfo, FeatureMaps, GlobalPool, ResNet
+from .weights import (
+    WeightsError,
+    clean_state_dict,
+    default_tag,
+    load_pretrained,
+    load_weights,
+    pretrained_cfg,
+    pretrained_tags,
+    read_state_dict,
+    split_tag,
+)
 
 __all__ = [
     "BasicBlock",
+    "FeatureInfo",
+    "FeatureMaps",
+    "GlobalPool",
     "Bottleneck",
     "PadShortcut",
     "PreActBasicBlock",
@@ -29,10 +50,16 @@ __all__ = [
     "conv3x3",
     "create_model",
     "list_models",
+    "list_pretrained",
     "load_pretrained",
     "load_weights",
     "make_shortcut",
+    "default_tag",
+    "model_arguments",
     "model_family",
+    "pretrained_cfg",
+    "pretrained_tags",
+    "split_tag",
     "read_state_dict",
     "register_model",
 ]

@@ -6,9 +6,17 @@ Each ``forward`` reads like the paper's figure. The attribute names (``conv1``, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..errors import ModelConfigError
+
+#: What ``norm_layer`` takes: a class or function of the channel count, e.g. ``nn.BatchNorm2d``,
+#: ``torchvision.ops.FrozenBatchNorm2d``, ``lambda c: nn.GroupNorm(8, c)``, or ``nn.Identity`` (no norm).
+NormLayer = Callable[[int], nn.Module]
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -35,7 +43,10 @@ class PadShortcut(nn.Module):
     def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
         super().__init__()
         if out_planes < in_planes:
-            raise ValueError(f"option A can only add channels, not go from {in_planes} to {out_planes}")
+            raise ModelConfigError(
+                f"option A can only add channels, not go from {in_planes} to "
+                f"{out_planes}: use shortcut='B'"
+            )
         self.stride = stride
         self.extra = out_planes - in_planes
 
@@ -51,24 +62,31 @@ class PadShortcut(nn.Module):
         return f"stride={self.stride}, extra_channels={self.extra}"
 
 
-def make_shortcut(option: str, in_planes: int, out_planes: int, stride: int) -> nn.Module | None:
+def make_shortcut(
+    option: str,
+    in_planes: int,
+    out_planes: int,
+    stride: int,
+    norm_layer: NormLayer | None = None,
+) -> nn.Module | None:
     """The shortcut of a block, by the paper's options.
 
     * ``"A"``: identity; zero-padded, strided identity where the shape changes (no parameters).
     * ``"B"``: identity; 1x1 projection (conv + BN) where the shape changes (torchvision, timm).
     * ``"C"``: 1x1 projection on every block.
 
-    ``None`` means a plain identity.
+    ``None`` means a plain identity. ``norm_layer`` (default: BN) follows a projection.
     """
     changes_shape = stride != 1 or in_planes != out_planes
     option = option.upper()
     if option not in ("A", "B", "C"):
-        raise ValueError(f"shortcut must be 'A', 'B' or 'C', got {option!r}")
+        raise ModelConfigError(f"shortcut must be 'A', 'B' or 'C', got {option!r}")
     if option == "A":
         return PadShortcut(in_planes, out_planes, stride) if changes_shape else None
     if option == "B" and not changes_shape:
         return None
-    return nn.Sequential(conv1x1(in_planes, out_planes, stride), nn.BatchNorm2d(out_planes))
+    norm_layer = norm_layer or nn.BatchNorm2d
+    return nn.Sequential(conv1x1(in_planes, out_planes, stride), norm_layer(out_planes))
 
 
 def _check_basic(block: str, groups: int, width_per_group: int) -> None:
@@ -107,14 +125,16 @@ class BasicBlock(nn.Module):
         *,
         groups: int = 1,
         width_per_group: int = 64,
+        norm_layer: NormLayer | None = None,
     ) -> None:
         super().__init__()
+        norm_layer = norm_layer or nn.BatchNorm2d
         _check_basic("BasicBlock", groups, width_per_group)
         self.conv1 = conv3x3(inplanes, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn1 = norm_layer(planes)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = norm_layer(planes)
         self.downsample = downsample
         self.residual = residual
 
@@ -165,16 +185,18 @@ class Bottleneck(nn.Module):
         *,
         groups: int = 1,
         width_per_group: int = 64,
+        norm_layer: NormLayer | None = None,
     ) -> None:
         super().__init__()
+        norm_layer = norm_layer or nn.BatchNorm2d
         width = bottleneck_width(planes, groups, width_per_group)
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = conv1x1(inplanes, width, stride_1x1)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = norm_layer(width)
         self.conv2 = conv3x3(width, width, stride_3x3, groups)
-        self.bn2 = nn.BatchNorm2d(width)
+        self.bn2 = norm_layer(width)
         self.conv3 = conv1x1(width, planes * self.expansion)
-        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.bn3 = norm_layer(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.residual = residual
@@ -207,7 +229,8 @@ class Bottleneck(nn.Module):
 class PreActBasicBlock(nn.Module):
     """Pre-activation basic block, Fig. 4(e) of He et al. (2016b): x + conv(relu(bn(conv(relu(bn(x)))))).
 
-    Nothing follows the addition: the shortcut path from block to block is a pure identity.
+    Nothing follows the addition: the shortcut path from block to block is a pure identity. The net
+    ends with the BN-ReLU the last block leaves out (``ResNet.final_bn``, ``ResNet.final_relu``).
     """
 
     expansion = 1
@@ -221,12 +244,14 @@ class PreActBasicBlock(nn.Module):
         *,
         groups: int = 1,
         width_per_group: int = 64,
+        norm_layer: NormLayer | None = None,
     ) -> None:
         super().__init__()
+        norm_layer = norm_layer or nn.BatchNorm2d
         _check_basic("PreActBasicBlock", groups, width_per_group)
-        self.bn1 = nn.BatchNorm2d(inplanes)
+        self.bn1 = norm_layer(inplanes)
         self.conv1 = conv3x3(inplanes, planes, stride)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = norm_layer(planes)
         self.conv2 = conv3x3(planes, planes)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
@@ -258,14 +283,16 @@ class PreActBottleneck(nn.Module):
         *,
         groups: int = 1,
         width_per_group: int = 64,
+        norm_layer: NormLayer | None = None,
     ) -> None:
         super().__init__()
+        norm_layer = norm_layer or nn.BatchNorm2d
         width = bottleneck_width(planes, groups, width_per_group)
-        self.bn1 = nn.BatchNorm2d(inplanes)
+        self.bn1 = norm_layer(inplanes)
         self.conv1 = conv1x1(inplanes, width)
-        self.bn2 = nn.BatchNorm2d(width)
+        self.bn2 = norm_layer(width)
         self.conv2 = conv3x3(width, width, stride, groups)
-        self.bn3 = nn.BatchNorm2d(width)
+        self.bn3 = norm_layer(width)
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample

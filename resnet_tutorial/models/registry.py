@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from ..errors import ResnetTutorialError
+from ..errors import ModelArgumentError, ResnetTutorialError
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _FAMILY: dict[str, str] = {}
@@ -39,6 +40,15 @@ def list_models(pattern: str | None = None, family: str | None = None) -> list[s
     return names
 
 
+def list_pretrained(pattern: str | None = None) -> list[str]:
+    """Every ``name.tag`` with torchvision weights, e.g. ``["resnet18.tv_in1k", ..., "resnet50.tv2_in1k"]``,
+    filtered by a shell-style ``pattern`` (``"resnet50.*"``), as timm's ``list_pretrained``."""
+    from .weights import pretrained_tags
+
+    names = [f"{n}.{t}" for n in _MODELS for t in pretrained_tags(n)]
+    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
 def model_family(name: str) -> str:
     """``"imagenet"``, ``"cifar"``, ``"plain-cifar"``, ``"plain-imagenet"`` or ``"preact-cifar"``."""
     _check_name(name)
@@ -55,33 +65,79 @@ def _check_name(name: str) -> None:
         )
 
 
+def model_arguments(name: str) -> list[str]:
+    """The keyword arguments that :func:`create_model` passes on to the model ``name``."""
+    from .resnet import ResNet
+
+    _check_name(name)
+    params = inspect.signature(_MODELS[name]).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):  # the zoo: everything goes to ResNet
+        params = {**inspect.signature(ResNet.__init__).parameters, **params}
+    fixed = ("self", "block", "layers")
+    return [n for n, p in params.items() if n not in fixed and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+
+
+def _check_kwargs(name: str, kwargs: dict) -> None:
+    valid = model_arguments(name)
+    unknown = [k for k in kwargs if k not in valid]
+    if unknown:
+        close = [c for k in unknown for c in difflib.get_close_matches(k, valid, n=1, cutoff=0.6)]
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ModelArgumentError(
+            f"{name} takes no argument {', '.join(repr(k) for k in unknown)}.{hint} "
+            f"Its arguments: {', '.join(valid)}, and pretrained, checkpoint_path, features_only, out_indices."
+        )
+
+
 def create_model(
     name: str,
     pretrained: bool = False,
     checkpoint_path: str | None = None,
+    *,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
     **kwargs,
 ) -> nn.Module:
     """Build a registered model.
 
     Args:
-        name: a name from :func:`list_models`, e.g. ``"resnet50"`` or ``"resnet20"``.
-        pretrained: load torchvision's ImageNet weights (ImageNet family only; downloads them, or takes
-            them from torch's hub cache when present).
+        name: a name from :func:`list_models`, e.g. ``"resnet50"`` or ``"resnet20"``, optionally with a
+            pretrained tag in timm's style: ``"resnet50.tv_in1k"`` (torchvision's V1 weights) or
+            ``"resnet50.tv2_in1k"`` (V2).
+        pretrained: load ImageNet weights (ImageNet family only; downloads them, or takes them from
+            torch's hub cache when present): the tag's, or without a tag torchvision's ``DEFAULT`` (V2
+            for ResNet-50/101/152, V1 for ResNet-18/34).
         checkpoint_path: load weights from a local file instead: a ``state_dict``, or a checkpoint of
             this package, or one saved from ``nn.DataParallel`` (its ``module.`` prefixes are removed).
-        **kwargs: passed to the model, e.g. ``num_classes=10``, ``in_chans=1``, ``zero_init_last=True``.
+        features_only: return a ``FeatureMaps`` model whose forward gives a list of feature maps (stem
+            and stages) and whose ``feature_info`` has their channels and reductions, as timm's.
+        out_indices: which feature maps, with ``features_only`` (default: all, 0 = stem).
+        **kwargs: passed to the model, e.g. ``num_classes=10``, ``in_chans=1``, ``zero_init_last=True``,
+            ``norm_layer=torchvision.ops.FrozenBatchNorm2d``, ``global_pool="max"``.
+
+    The model's ``pretrained_cfg`` says what its weights expect (mean, std, input size, source).
     """
-    _check_name(name)
-    model = _MODELS[name](**kwargs)
-    model.default_cfg = {"architecture": name, "family": _FAMILY[name]}
+    from .resnet import FeatureMaps
+    from .weights import load_pretrained, load_weights, pretrained_cfg, split_tag
+
+    arch, tag = split_tag(name)
+    _check_name(arch)
+    _check_kwargs(arch, kwargs)
     if pretrained and checkpoint_path:
-        raise ValueError("give either pretrained=True or checkpoint_path, not both")
+        raise ModelArgumentError("give either pretrained=True or checkpoint_path, not both")
+    if out_indices is not None and not features_only:
+        raise ModelArgumentError("out_indices selects feature maps: pass features_only=True with it")
+    cfg = pretrained_cfg(arch, tag, _FAMILY[arch])  # an unknown tag fails here, before building
+    model = _MODELS[arch](**kwargs)
+    model.pretrained_cfg = cfg
     if pretrained:
-        from .weights import load_pretrained
-
         load_pretrained(model, name)
-    elif checkpoint_path:
-        from .weights import load_weights
+        if tag is None:  # say which weights the default was
+            from .weights import default_tag
 
+            model.pretrained_cfg = pretrained_cfg(arch, default_tag(arch), _FAMILY[arch])
+    elif checkpoint_path:
         load_weights(model, checkpoint_path)
+    if features_only:
+        model = FeatureMaps(model, out_indices)
     return model

@@ -1,8 +1,16 @@
-"""Loading weights: local files (ours, torchvision's, timm's, DataParallel's) and pretrained ImageNet weights."""
+"""Loading weights: local files (ours, torchvision's, timm's, DataParallel's) and pretrained ImageNet weights.
+
+Pretrained weights are named by timm-style tags: ``"resnet50.tv_in1k"`` is torchvision's first
+recipe (``ResNet50_Weights.IMAGENET1K_V1``, 76.1 % top-1), ``"resnet50.tv2_in1k"`` its second
+(``IMAGENET1K_V2``, 80.9 %). Without a tag, ``pretrained=True`` takes torchvision's ``DEFAULT``: V2 for
+ResNet-50/101/152, V1 for ResNet-18/34 (the only recipe torchvision has for them). Any other tag
+(e.g. ``"resnet50.a1_in1k"``) is timm's and is loaded through timm.
+"""
 
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Mapping
 
 import torch
@@ -25,8 +33,95 @@ TORCHVISION_WEIGHTS = {
 }
 
 
+#: Our tags for torchvision's weight recipes (timm names its copies of them the same way).
+TORCHVISION_TAGS = {"tv_in1k": "IMAGENET1K_V1", "tv2_in1k": "IMAGENET1K_V2"}
+
+
 class WeightsError(ResnetTutorialError, RuntimeError):
     """A weights file that is missing, unreadable, or made for another model."""
+
+
+def split_tag(name: str) -> tuple[str, str | None]:
+    """``"resnet50.tv_in1k"`` -> ``("resnet50", "tv_in1k")``; ``"resnet50"`` -> ``("resnet50", None)``."""
+    arch, _, tag = name.partition(".")
+    return arch, tag or None
+
+
+def _torchvision_enum(arch: str):
+    import torchvision
+
+    return getattr(torchvision.models, TORCHVISION_WEIGHTS[arch])
+
+
+def pretrained_tags(arch: str) -> list[str]:
+    """The torchvision tags that ``arch`` has weights for, e.g. ``["tv_in1k", "tv2_in1k"]``."""
+    if arch not in TORCHVISION_WEIGHTS:
+        return []
+    names = {w.name for w in _torchvision_enum(arch)}
+    return [tag for tag, recipe in TORCHVISION_TAGS.items() if recipe in names]
+
+
+def default_tag(arch: str) -> str | None:
+    """The tag ``pretrained=True`` loads without one: torchvision's ``DEFAULT`` recipe."""
+    if arch not in TORCHVISION_WEIGHTS:
+        return None
+    default = _torchvision_enum(arch).DEFAULT.name
+    return next(tag for tag, recipe in TORCHVISION_TAGS.items() if recipe == default)
+
+
+def pretrained_cfg(arch: str, tag: str | None = None, family: str | None = None) -> dict:
+    """What a model's pretrained weights expect, timm's ``pretrained_cfg``: ``source``, ``url``,
+    ``input_size``, ``crop_pct``, ``interpolation``, ``mean``, ``std``, ``num_classes``, ``top1``.
+
+    Without weights (a CIFAR model, or an ImageNet model without a tag) only the architecture,
+    family and the input size of its family are known; ``tag=None`` describes no weights at all.
+    """
+    cfg = {"architecture": arch, "tag": tag, "family": family, "source": None, "first_conv": "conv1",
+           "classifier": "fc"}
+    if tag is None:
+        size = 32 if family is not None and "cifar" in family else 224
+        return {**cfg, "input_size": (3, size, size), "mean": None, "std": None}
+    if tag not in TORCHVISION_TAGS:  # one of timm's own tags
+        try:
+            import timm
+
+            theirs = timm.models.get_pretrained_cfg(f"{arch}.{tag}")
+        except Exception:  # timm missing, or no such tag
+            theirs = None
+        if theirs is None:
+            raise WeightsError(_no_tag_message(arch, tag))
+        keep = ("url", "input_size", "crop_pct", "interpolation", "mean", "std", "num_classes", "license")
+        return {**cfg, "source": "timm", "hf_hub_id": theirs.hf_hub_id,
+                **{k: getattr(theirs, k) for k in keep}}
+    if tag not in pretrained_tags(arch):
+        raise WeightsError(_no_tag_message(arch, tag))
+    weights = getattr(_torchvision_enum(arch), TORCHVISION_TAGS[tag])
+    t = weights.transforms()
+    crop, resize = t.crop_size[0], t.resize_size[0]
+    return {
+        **cfg,
+        "source": "torchvision",
+        "weights": f"{type(weights).__name__}.{weights.name}",
+        "url": weights.url,
+        "recipe": weights.meta.get("recipe"),
+        "num_classes": len(weights.meta["categories"]),
+        "input_size": (3, crop, crop),
+        "resize_size": resize,
+        "crop_pct": round(crop / resize, 4),
+        "interpolation": t.interpolation.value,
+        "mean": tuple(t.mean),
+        "std": tuple(t.std),
+        "top1": weights.meta["_metrics"]["ImageNet-1K"]["acc@1"],
+        "license": "bsd-3-clause",
+    }
+
+
+def _no_tag_message(arch: str, tag: str) -> str:
+    tags = pretrained_tags(arch)
+    if not tags:
+        return f"{arch!r} has no pretrained weights (only {sorted(TORCHVISION_WEIGHTS)} have them)"
+    return (f"no pretrained weights {arch}.{tag}: torchvision's are {', '.join(f'{arch}.{t}' for t in tags)} "
+            f"(pretrained=True alone loads {arch}.{default_tag(arch)}); timm's tags load through timm")
 
 
 def clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -48,6 +143,15 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise WeightsError(f"no weights file at {path!r}: check the path, or train a model first")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # a torch file whose pickle holds more than tensors
+        if "GLOBAL" not in str(err):  # not a blocked class or function: the bytes are no pickle of ours
+            raise WeightsError(f"cannot read {path!r} as PyTorch weights: the file is truncated or not a "
+                               "checkpoint: save it again") from None
+        raise WeightsError(
+            f"refusing {path!r}: it holds Python objects besides tensors, which could run code when loaded. "
+            "If you trust its source, load it with torch.load(path, weights_only=False) and save its "
+            "state_dict again"
+        ) from None
     except Exception as err:  # truncated, foreign, or not a torch file at all
         raise WeightsError(
             f"cannot read {path!r} as PyTorch weights ({type(err).__name__}: {str(err).splitlines()[0]}); "
@@ -91,27 +195,34 @@ def load_weights(
 
 
 def load_pretrained(model: nn.Module, name: str, source: str = "torchvision") -> nn.Module:
-    """Load ImageNet weights from torchvision (``source="torchvision"``) or timm (``"timm"``) into our model.
+    """Load ImageNet weights into our model: ``name`` is ``"resnet50"`` (torchvision's ``DEFAULT``) or
+    carries a tag, ``"resnet50.tv_in1k"`` (V1) or ``"resnet50.tv2_in1k"`` (V2); ``source="timm"`` (or
+    a tag of timm's own, e.g. ``"resnet50.a1_in1k"``) takes timm's weights instead.
 
     This downloads the weights (or finds them in torch's hub cache); offline and without a cache it fails
-    with a message that says how to load a local file instead.
+    with a message that says how to load a local file instead. A model with another ``num_classes``
+    gets every weight but the classifier's.
     """
-    if name not in TORCHVISION_WEIGHTS:
+    arch, tag = split_tag(name)
+    if arch not in TORCHVISION_WEIGHTS:
         raise WeightsError(
-            f"no pretrained ImageNet weights for {name!r}: only {sorted(TORCHVISION_WEIGHTS)} have them"
+            f"no pretrained ImageNet weights for {arch!r}: only {sorted(TORCHVISION_WEIGHTS)} have them"
         )
+    if source not in ("torchvision", "timm"):
+        raise WeightsError(f"source must be 'torchvision' or 'timm', got {source!r}")
+    if tag is not None and tag not in TORCHVISION_TAGS:
+        source = "timm"
+    if source == "torchvision":
+        tag = tag or default_tag(arch)
+        if tag not in pretrained_tags(arch):
+            raise WeightsError(_no_tag_message(arch, tag))
     try:
         if source == "torchvision":
-            import torchvision
-
-            weights = getattr(torchvision.models, TORCHVISION_WEIGHTS[name]).DEFAULT
-            state = weights.get_state_dict(progress=True)
-        elif source == "timm":
+            state = getattr(_torchvision_enum(arch), TORCHVISION_TAGS[tag]).get_state_dict(progress=True)
+        else:
             import timm
 
             state = timm.create_model(name, pretrained=True).state_dict()
-        else:
-            raise ValueError(f"source must be 'torchvision' or 'timm', got {source!r}")
     except (OSError, RuntimeError) as err:
         raise WeightsError(
             f"could not fetch {source}'s pretrained {name} ({type(err).__name__}); offline, download the "

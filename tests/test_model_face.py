@@ -1,0 +1,341 @@
+"""The timm/torchvision face of the models: FX tracing, features_only, pretrained tags and cfgs,
+reset_classifier, norm_layer, clear argument errors, and initial values as torchvision's."""
+
+import math
+
+import pytest
+import timm
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+from torchvision.ops import FrozenBatchNorm2d
+
+import resnet_tutorial as rt
+from resnet_tutorial.errors import ConfigError, ModelArgumentError, ModelConfigError, ResnetTutorialError
+from resnet_tutorial.models import WeightsError, pretrained_cfg, pretrained_tags
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+
+
+# --- FX ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet50", "preact_resnet110", "plain20"])
+def test_fx_feature_extractor_matches_the_model(name):
+    model = rt.create_model(name).eval()
+    size = 64 if name == "resnet50" else 32
+    x = torch.randn(2, 3, size, size)
+    last = "final_relu" if name.startswith("preact") else model.stage_names[-1]
+    extractor = create_feature_extractor(model, {"layer2": "mid", last: "last", "fc": "logits"})
+    with torch.no_grad():
+        out = extractor(x)
+        assert torch.equal(out["logits"], model(x))
+        assert torch.equal(out["last"], model.forward_features(x))
+    assert out["mid"].shape[1] == model.feature_info[2]["num_chs"]
+
+
+def test_traced_model_still_checks_its_input():
+    extractor = create_feature_extractor(rt.create_model("resnet20"), ["layer1"])
+    with pytest.raises(ValueError, match=r"in_chans=1"):
+        extractor(torch.randn(2, 1, 32, 32))
+    traced = torch.fx.symbolic_trace(rt.create_model("resnet20"))
+    with pytest.raises(ValueError, match=r"unsqueeze\(0\)"):
+        traced(torch.randn(3, 32, 32))
+
+
+def test_preact_final_relu_is_a_module():
+    model = rt.create_model("preact_resnet110")
+    assert isinstance(model.final_relu, nn.ReLU)
+    assert "final_relu" in get_graph_node_names(model)[1]
+    assert rt.create_model("resnet20").final_relu is None
+
+
+# --- features_only ----------------------------------------------------------------------------------
+
+
+def test_features_only_matches_timm_resnet50():
+    ours = rt.create_model("resnet50", features_only=True)
+    theirs = timm.create_model("resnet50", features_only=True, pretrained=False)
+    assert ours.feature_info.channels() == theirs.feature_info.channels() == [64, 256, 512, 1024, 2048]
+    assert ours.feature_info.reduction() == theirs.feature_info.reduction() == [2, 4, 8, 16, 32]
+    assert ours.state_dict().keys() == theirs.state_dict().keys()  # same names, no head
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(ours.eval()(x), theirs.eval()(x), strict=True):
+            assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+
+    ours = rt.create_model("resnet50", features_only=True, out_indices=(1, 3))
+    theirs = timm.create_model("resnet50", features_only=True, out_indices=(1, 3), pretrained=False)
+    assert ours.feature_info.channels() == theirs.feature_info.channels() == [256, 1024]
+    assert ours.feature_info.reduction() == theirs.feature_info.reduction() == [4, 16]
+    assert ours.state_dict().keys() == theirs.state_dict().keys()  # layer4 is dropped, as timm does
+    assert [f.shape[1] for f in ours(x)] == [256, 1024]
+
+
+def test_features_only_on_cifar_and_preact_models():
+    model = rt.create_model("resnet20", features_only=True, out_indices=(-1,))
+    assert model.feature_info.channels() == [64] and model.feature_info.reduction() == [4]
+    full = rt.create_model("preact_resnet110").eval()
+    feats = rt.create_model("preact_resnet110", features_only=True).eval()
+    feats.load_state_dict({k: v for k, v in full.state_dict().items() if not k.startswith("fc.")})
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():  # the last map is after the final BN-ReLU, what the head pools
+        assert torch.equal(feats(x)[-1], full.forward_features(x))
+    assert feats.feature_info.module_name()[-1] == "final_relu"
+    with pytest.raises(ModelConfigError, match="out_indices"):
+        rt.create_model("resnet20", features_only=True, out_indices=(4,))
+    with pytest.raises(ModelArgumentError, match="features_only=True"):
+        rt.create_model("resnet20", out_indices=(1,))
+
+
+# --- pretrained tags and cfgs --------------------------------------------------------------------------
+
+
+def test_tags_for_every_model_torchvision_has_weights_for():
+    for name in rt.list_models(family="imagenet"):
+        enum = torchvision.models.get_model_weights(name)
+        expected = ["tv_in1k"] + (["tv2_in1k"] if hasattr(enum, "IMAGENET1K_V2") else [])
+        assert pretrained_tags(name) == expected
+        for tag in expected:
+            cfg = rt.create_model(f"{name}.{tag}").pretrained_cfg
+            weights = getattr(enum, {"tv_in1k": "IMAGENET1K_V1", "tv2_in1k": "IMAGENET1K_V2"}[tag])
+            assert cfg["url"] == weights.url and cfg["source"] == "torchvision" and cfg["tag"] == tag
+    assert pretrained_tags("resnet50") == ["tv_in1k", "tv2_in1k"]
+    assert pretrained_tags("resnet20") == []
+
+
+def test_pretrained_cfg_v1_and_v2():
+    v1, v2 = pretrained_cfg("resnet50", "tv_in1k"), pretrained_cfg("resnet50", "tv2_in1k")
+    assert v1["mean"] == v2["mean"] == (0.485, 0.456, 0.406) and v1["std"] == (0.229, 0.224, 0.225)
+    assert v1["input_size"] == v2["input_size"] == (3, 224, 224)
+    assert (v1["resize_size"], v2["resize_size"]) == (256, 232)  # V2 evaluates with a larger crop share
+    assert v1["top1"] == pytest.approx(76.13) and v2["top1"] == pytest.approx(80.858)
+    assert v1["weights"] == "ResNet50_Weights.IMAGENET1K_V1" and v2["weights"] == "ResNet50_Weights.IMAGENET1K_V2"
+    model = rt.create_model("resnet50.tv2_in1k")
+    assert model.default_cfg is model.pretrained_cfg  # the old name, an alias as in timm
+    assert rt.create_model("resnet20").pretrained_cfg["tag"] is None
+    with pytest.raises(WeightsError, match="resnet18.tv_in1k"):
+        rt.create_model("resnet18.tv2_in1k")  # torchvision has only V1 for ResNet-18
+    with pytest.raises(WeightsError, match="no pretrained weights"):
+        rt.create_model("resnet20.tv_in1k")
+
+
+V1_FILE, V2_FILE = "resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"  # torchvision's file names
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    """torch's hub cache in tmp_path holding two different fake resnet50 state_dicts where torchvision
+    looks for V1 and V2; any download fails the test."""
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a test tried to download")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path))
+    (tmp_path / "checkpoints").mkdir()
+    states = {}
+    for seed, file in enumerate((V1_FILE, V2_FILE)):
+        torch.manual_seed(seed)
+        states[file] = torchvision.models.resnet50().state_dict()
+        torch.save(states[file], tmp_path / "checkpoints" / file)
+    yield states
+    torch.hub.set_dir(old)
+
+
+def test_tags_load_torchvision_v1_and_v2(fake_hub):
+    v1 = rt.create_model("resnet50.tv_in1k", pretrained=True)
+    v2 = rt.create_model("resnet50.tv2_in1k", pretrained=True)
+    default = rt.create_model("resnet50", pretrained=True)  # today's default: torchvision's DEFAULT, V2
+    assert torch.equal(v1.conv1.weight, fake_hub[V1_FILE]["conv1.weight"])
+    assert torch.equal(v2.conv1.weight, fake_hub[V2_FILE]["conv1.weight"])
+    assert torch.equal(default.conv1.weight, fake_hub[V2_FILE]["conv1.weight"])
+    assert default.pretrained_cfg["tag"] == "tv2_in1k" and v1.pretrained_cfg["tag"] == "tv_in1k"
+    ten = rt.create_model("resnet50.tv_in1k", pretrained=True, num_classes=10)  # all but the head
+    assert torch.equal(ten.layer4[2].conv3.weight, fake_hub[V1_FILE]["layer4.2.conv3.weight"])
+    assert ten.fc.out_features == 10
+    feats = rt.create_model("resnet50.tv_in1k", pretrained=True, features_only=True, out_indices=(4,))
+    assert torch.equal(feats.layer1[0].conv1.weight, fake_hub[V1_FILE]["layer1.0.conv1.weight"])
+
+
+def test_timm_tags_load_through_timm(monkeypatch):
+    import resnet_tutorial.models.weights as w
+
+    asked = []
+
+    def fake_timm(name, pretrained=False, **kwargs):
+        asked.append((name, pretrained))
+        return timm.models.resnet50()
+
+    monkeypatch.setattr(timm, "create_model", fake_timm)
+    model = rt.create_model("resnet50.a1_in1k", pretrained=True)
+    assert asked == [("resnet50.a1_in1k", True)]
+    assert model.pretrained_cfg["source"] == "timm" and model.pretrained_cfg["interpolation"] == "bicubic"
+    w.load_pretrained(rt.create_model("resnet50"), "resnet50.tv_in1k", source="timm")  # timm's copy of V1
+    assert asked[-1] == ("resnet50.tv_in1k", True)
+
+
+# --- reset_classifier, global_pool, norm_layer -------------------------------------------------------------
+
+
+def test_reset_classifier_with_global_pool():
+    model = rt.create_model("resnet20").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        model.reset_classifier(0, global_pool="max")
+        assert torch.equal(model(x), feats.amax((2, 3)))
+        model.reset_classifier(5, global_pool="catavgmax")
+        assert model.fc.in_features == 128 and model(x).shape == (2, 5)
+        assert torch.equal(model.forward_head(feats, pre_logits=True), torch.cat([feats.mean((2, 3)),
+                                                                                 feats.amax((2, 3))], 1))
+        model.reset_classifier(0, global_pool="avgmax")
+        assert torch.allclose(model(x), (feats.mean((2, 3)) + feats.amax((2, 3))) / 2)
+    with pytest.raises(ModelConfigError, match="catavgmax"):
+        model.reset_classifier(3, global_pool="min")
+    assert rt.create_model("resnet20", global_pool="max").global_pool.pool_type == "max"
+
+
+def test_norm_layer_frozen_bn_group_norm_and_none():
+    frozen = rt.create_model("resnet18", norm_layer=FrozenBatchNorm2d)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in frozen.modules())
+    assert isinstance(frozen.layer2[0].downsample[1], FrozenBatchNorm2d)
+    tv = torchvision.models.resnet18(norm_layer=FrozenBatchNorm2d)
+    assert frozen.state_dict().keys() == tv.state_dict().keys()  # torchvision's frozen-BN resnet loads
+    frozen.load_state_dict(tv.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(frozen.train()(x), tv.train()(x), atol=1e-5)  # frozen even in train()
+    plain = rt.create_model("resnet20", norm_layer=nn.Identity)
+    assert not any("bn" in k for k in plain.state_dict())
+    assert plain(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    gn = rt.create_model("preact_resnet110", norm_layer=lambda c: nn.GroupNorm(4, c))
+    assert isinstance(gn.final_bn, nn.GroupNorm) and isinstance(gn.layer3[0].bn1, nn.GroupNorm)
+    assert torch.equal(gn.final_bn.weight, torch.ones(64))
+
+
+# --- clear errors ------------------------------------------------------------------------------------
+
+
+def test_unknown_create_model_arguments_name_the_valid_ones():
+    with pytest.raises(ModelArgumentError, match="Did you mean 'num_classes'") as info:
+        rt.create_model("resnet20", num_clases=3)
+    assert "in_chans" in str(info.value) and "norm_layer" in str(info.value)
+    assert isinstance(info.value, TypeError) and isinstance(info.value, ResnetTutorialError)
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(stem="deep"), "stem must be 'imagenet' or 'cifar'"),
+    (dict(shortcut="D"), "shortcut must be 'A', 'B' or 'C'"),
+    (dict(channels=(16, 0, 64)), "every stage needs at least one block and one channel"),
+    (dict(num_classes=-1), "num_classes must be 0"),
+    (dict(in_chans=0), "in_chans must be at least 1"),
+    (dict(drop_rate=1.0), "drop_rate must be in"),
+])
+def test_bad_resnet_arguments_are_the_packages_error(kwargs, needle):
+    with pytest.raises(ModelConfigError, match=needle) as info:
+        rt.create_model("resnet20", **kwargs)
+    assert isinstance(info.value, ValueError)  # still a ValueError for code that catches one
+
+
+def test_bad_stage_table():
+    from resnet_tutorial.models import BasicBlock, ResNet
+
+    with pytest.raises(ModelConfigError, match="one channel width per stage"):
+        ResNet(BasicBlock, [2, 2], channels=(16, 32, 64))
+    with pytest.raises(ModelConfigError, match="block must be a block class"):
+        ResNet(nn.Conv2d, [2, 2, 2])
+
+
+def test_bogus_profile_is_a_config_error(monkeypatch):
+    from resnet_tutorial.runtime import get_profile
+
+    monkeypatch.setenv("RESNET_TUTORIAL_PROFILE", "bogus")
+    with pytest.raises(ConfigError, match="cpu, gpu, paper.*'bogus'.*unset it") as info:
+        get_profile()
+    assert isinstance(info.value, ValueError)
+
+
+# --- initial values: torchvision's scheme, with margins a wrong init fails ------------------------------
+
+
+def test_new_model_bn_is_the_identity():
+    for name in ("resnet50", "resnet20", "preact_resnet164"):
+        for m in rt.create_model(name).modules():
+            if isinstance(m, nn.BatchNorm2d):
+                assert torch.equal(m.weight, torch.ones_like(m.weight))
+                assert torch.equal(m.bias, torch.zeros_like(m.bias))
+                assert torch.equal(m.running_mean, torch.zeros_like(m.running_mean))
+                assert torch.equal(m.running_var, torch.ones_like(m.running_var))
+
+
+def test_conv_init_is_kaiming_normal_fan_out_relu():
+    """Every large conv's weights have mean 0 and std sqrt(2 / fan_out), fan_out = out_channels * k * k.
+
+    The margins tell the alternatives apart: fan_in (PyTorch's default kaiming_uniform, a=sqrt(5))
+    differs by a factor of at least 1.7 in std on these layers, and a uniform init has kurtosis 1.8
+    instead of a normal's 3.
+    """
+    torch.manual_seed(0)
+    model = rt.create_model("resnet50")
+    checked = 0
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d) and m.weight.numel() >= 20_000:
+            w = m.weight.detach().double().flatten()
+            k = m.kernel_size[0] * m.kernel_size[1]
+            expected = math.sqrt(2.0 / (m.out_channels * k))
+            fan_in_std = math.sqrt(2.0 / (m.in_channels * k))
+            assert abs(w.mean()) < 4 * expected / math.sqrt(w.numel()), name
+            assert w.std().item() == pytest.approx(expected, rel=0.05), name
+            if abs(fan_in_std / expected - 1) > 0.2:  # where fan_in and fan_out differ, it is fan_out
+                assert abs(w.std().item() / fan_in_std - 1) > 0.15, name
+            kurtosis = (((w - w.mean()) / w.std()) ** 4).mean().item()
+            assert kurtosis == pytest.approx(3.0, abs=0.3), name  # normal, not uniform (1.8)
+            checked += 1
+    assert checked >= 40
+    default = nn.Conv2d(256, 256, 3)  # the check fails PyTorch's default init
+    assert abs(default.weight.std().item() / math.sqrt(2.0 / (256 * 9)) - 1) > 0.05
+
+
+def test_linear_init_is_torchvision_default():
+    torch.manual_seed(0)
+    ours = rt.create_model("resnet50").fc
+    bound = 1 / math.sqrt(ours.in_features)  # nn.Linear's default, which torchvision keeps
+    assert ours.weight.abs().max() <= bound and ours.weight.abs().max() > 0.99 * bound
+    assert ours.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)
+
+
+def test_zero_init_last_without_a_norm_weight_is_a_clear_error():
+    with pytest.raises(ModelConfigError, match="zero_init_last=False"):
+        rt.create_model("resnet20", norm_layer=nn.Identity, zero_init_last=True)
+    gn = rt.create_model("preact_resnet110", norm_layer=lambda c: nn.GroupNorm(4, c), zero_init_last=True)
+    assert gn.layer1[0].conv2.weight.abs().sum() == 0  # pre-activation: the last conv is zeroed
+
+
+def test_torch_compile_traces_the_checked_forward():
+    model = rt.create_model("resnet20", channels=(4, 8, 16)).eval()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(compiled(x), model(x))
+
+
+def test_list_pretrained():
+    assert rt.models.list_pretrained("resnet50.*") == ["resnet50.tv_in1k", "resnet50.tv2_in1k"]
+    assert rt.models.list_pretrained() == [
+        "resnet18.tv_in1k", "resnet34.tv_in1k", "resnet50.tv_in1k", "resnet50.tv2_in1k",
+        "resnet101.tv_in1k", "resnet101.tv2_in1k", "resnet152.tv_in1k", "resnet152.tv2_in1k",
+        "resnext50_32x4d.tv_in1k", "resnext50_32x4d.tv2_in1k", "resnext101_32x8d.tv_in1k",
+        "resnext101_32x8d.tv2_in1k", "resnext101_64x4d.tv_in1k",  # torchvision has no V2 of 64x4d
+        "wide_resnet50_2.tv_in1k", "wide_resnet50_2.tv2_in1k", "wide_resnet101_2.tv_in1k",
+        "wide_resnet101_2.tv2_in1k",
+    ]
+
+
+def test_a_model_with_a_lambda_norm_layer_pickles(tmp_path):
+    model = rt.create_model("resnet20", norm_layer=lambda c: nn.GroupNorm(4, c))
+    torch.save(model, tmp_path / "whole.pt")  # no lambda kept on the model
+    assert isinstance(torch.load(tmp_path / "whole.pt", weights_only=False).layer1[0].bn1, nn.GroupNorm)
