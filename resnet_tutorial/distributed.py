@@ -3,7 +3,8 @@
 ``torchrun --nproc_per_node=2 -m resnet_tutorial train ...`` starts one process per device (or per CPU
 process with the gloo backend). Each process holds the whole dataset as tensors and trains on its own
 share of every epoch's shuffled order (``BatchLoader`` with ``rank``/``world_size``, the equivalent of
-``DistributedSampler``); DDP averages the gradients, so every process keeps identical weights. Only
+``DistributedSampler``) with its own augmentation draws; DDP broadcasts rank 0's parameters and buffers
+when it wraps the model and then averages the gradients, so every process keeps identical weights. Only
 rank 0 shows progress and writes files. Multi-node runs are launched the same way (``--nnodes``,
 ``--rdzv-endpoint``).
 """
@@ -62,6 +63,17 @@ def cleanup() -> None:
 def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     """``model`` inside DistributedDataParallel (gradients averaged over the processes)."""
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def seed_this_rank(seed: int) -> None:
+    """Seed torch's global generator differently on every rank (``seed`` itself outside a run).
+
+    Call it after the model is wrapped: DDP has then broadcast rank 0's parameters and buffers, so the
+    copies are identical whatever each rank's generator did before; from here on, dropout masks and any
+    other draw from the global generator should differ between ranks, as their data do.
+    """
+    rank, world = rank_and_world()
+    torch.manual_seed(seed if world == 1 else seed * 1_009 + rank + 1)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
