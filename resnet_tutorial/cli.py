@@ -104,6 +104,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import read_checkpoint
     from .data import load_dataset
     from .models import create_model, model_family
+    from .runtime import seed_everything
     from .training import fit
 
     if args.epochs < 1:
@@ -125,6 +126,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         distributed.barrier()  # rank 0 downloads; the others then read its copy
         if rank != 0:
             data = load_dataset(args.dataset, args.data_dir, download=False)
+        seed_everything(args.seed)  # the same command and seed give the same initial weights
         model = create_model(args.model, in_chans=data.in_chans, num_classes=data.num_classes)
         if rank == 0:
             os.makedirs(args.out, exist_ok=True)

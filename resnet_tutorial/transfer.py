@@ -100,6 +100,9 @@ def imagenet_finetune(
     use_amp, amp_dtype = amp_settings(amp, device)
     torch.manual_seed(seed)
     model = imagenet_backbone(name, state_dict, data.num_classes).to(device)
+    on_gpu = device.type == "cuda"  # tensor cores prefer NHWC
+    memory_format = torch.channels_last if on_gpu else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=lr,
@@ -123,6 +126,7 @@ def imagenet_finetune(
         for i in range(steps_per_epoch):
             idx = order[i * batch_size : (i + 1) * batch_size]
             images = random_flip(data.train.images[idx], generator).to(device)
+            images = images.contiguous(memory_format=memory_format)
             labels = data.train.labels[idx].to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 loss = loss_fn(model(transform(images)).float(), labels)

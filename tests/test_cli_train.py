@@ -148,3 +148,13 @@ def test_console_entry_point_prints_no_traceback(tmp_path, args, needle):
     assert proc.stderr.strip().startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
     assert needle in proc.stderr and "Traceback" not in proc.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_the_same_command_and_seed_give_the_same_weights(tmp_path):
+    states = []
+    for run in ("a", "b"):
+        torch.rand(3)  # whatever came before in the process must not matter
+        assert train(tmp_path / run, "--seed", "3") == 0
+        states.append(read_checkpoint(tmp_path / run / "checkpoint.pt")["model"])
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
