@@ -238,7 +238,9 @@ class BatchLoader:
 
     Shuffling and augmentation draw from a generator seeded by ``(seed, epoch)``: call
     :meth:`set_epoch` before each epoch (as with ``DistributedSampler``), and an epoch is the same whether
-    the run was interrupted before it or not.
+    the run was interrupted before it or not. In a data-parallel run every rank draws the same shuffled
+    order (so that the shares are disjoint) and its own augmentation, from a generator seeded by
+    ``(seed, epoch, rank)``.
     """
 
     def __init__(self, data, split, *, batch_size, shuffle, augment, device, seed, drop_last, rank, world_size):
@@ -269,7 +271,9 @@ class BatchLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         split = self.data.on_device(self.split_name, self.device)
-        idx = self._indices(generator).to(self.device)
+        idx = self._indices(generator).to(self.device)  # the same order on every rank: disjoint shares
+        if self.world_size > 1:  # but each rank its own augmentation draws
+            generator = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) * 1_009 + self.rank + 1)
         for i in range(len(self)):
             batch = idx[i * self.batch_size : (i + 1) * self.batch_size]
             images = split.images[batch]

@@ -238,6 +238,8 @@ def fit(
         if recorder:
             recorder.history.update(history.grad_norms)
     net = dist_utils.wrap_ddp(model, device) if world > 1 else model
+    if world > 1:
+        dist_utils.seed_this_rank(seed)  # the copies are identical now; dropout masks should not be
     net = torch.compile(net) if compile else net
     loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
