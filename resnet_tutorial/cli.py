@@ -82,18 +82,11 @@ def _add_compare(sub) -> None:
 
 def _write_json_atomic(obj, path: str) -> None:
     import json
-    import os
-    import tempfile
 
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from .checkpoint import atomic_write
+
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
