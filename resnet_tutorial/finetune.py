@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-import torch
 from torch import nn
 
 from .errors import ResnetTutorialError
@@ -152,8 +151,3 @@ def load_for_finetuning(source, num_classes: int, *, model: str | nn.Module | No
     if freeze_backbone:
         freeze(net, "all")
     return net
-
-
-def copy_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached CPU copy of the model's weights (to compare before and after fine-tuning)."""
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

@@ -46,6 +46,11 @@ class PadShortcut(nn.Module):
         return f"stride={self.stride}, extra_channels={self.extra}"
 
 
+def changes_shape(in_planes: int, out_planes: int, stride: int) -> bool:
+    """Whether a block's output has another shape than its input (stride or width changes)."""
+    return stride != 1 or in_planes != out_planes
+
+
 def make_shortcut(option: str, in_planes: int, out_planes: int, stride: int) -> nn.Module | None:
     """The shortcut of a block, by the paper's options.
 
@@ -55,13 +60,13 @@ def make_shortcut(option: str, in_planes: int, out_planes: int, stride: int) -> 
 
     ``None`` means a plain identity.
     """
-    changes_shape = stride != 1 or in_planes != out_planes
+    reshapes = changes_shape(in_planes, out_planes, stride)
     option = option.upper()
     if option not in ("A", "B", "C"):
         raise ValueError(f"shortcut must be 'A', 'B' or 'C', got {option!r}")
     if option == "A":
-        return PadShortcut(in_planes, out_planes, stride) if changes_shape else None
-    if option == "B" and not changes_shape:
+        return PadShortcut(in_planes, out_planes, stride) if reshapes else None
+    if option == "B" and not reshapes:
         return None
     return nn.Sequential(conv1x1(in_planes, out_planes, stride), nn.BatchNorm2d(out_planes))
 
