@@ -357,7 +357,7 @@ def fit(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=r.label_smoothing)
 
     for epoch in range(start, r.epochs):
-        t0, net = time.perf_counter(), net.train()
+        t0, cpu0, net = time.perf_counter(), time.process_time(), net.train()
         train_loader.set_epoch(epoch)
         epoch_lr = optimizer.param_groups[0]["lr"]
         sums = torch.zeros(3, device=device)  # loss sum, correct, seen
@@ -398,6 +398,7 @@ def fit(
         row["train_error"] = 1 - row["train_acc"]
         row["lr"] = epoch_lr  # the first group's learning rate at the start of the epoch
         row["train_seconds"] = time.perf_counter() - t0
+        row["train_cpu_seconds"] = time.process_time() - cpu0  # all of this process's threads
         if (epoch + 1) % eval_every == 0 or epoch + 1 == r.epochs:
             evaluated = model if ema is None else ema.module
             row["test_loss"], row["test_acc"] = evaluate_loss_acc(evaluated, test_loader, use_amp, amp_dtype,
