@@ -113,8 +113,8 @@ def model_from_checkpoint(path, **overrides) -> tuple[nn.Module, dict]:
     return model, state
 
 
-def save_checkpoint(path, model, optimizer=None, scheduler=None, *, epoch: int, history=None, config=None,
-                    scaler=None, ema=None) -> None:
+def save_checkpoint(path, model, optimizer=None, scheduler=None, *, epoch: int,
+                    history=None, config=None, scaler=None, ema=None) -> None:
     """Save everything needed to resume (or just to evaluate) a run, atomically."""
     from .models.weights import clean_state_dict
 

@@ -23,14 +23,16 @@ MNIST_RESNET20_RECIPE = CPU_RECIPE
 
 
 def mnist_resnet20(data: ImageData | None = None, device=None, seed: int = 0):
-    """ResNet-20 (one input channel) trained on MNIST-5k with :data:`MNIST_RESNET20_RECIPE`.
+    """ResNet-20 (one input channel) trained on MNIST-5k with the book's CPU_RECIPE.
 
-    Returns ``(model, history)``; the model is in evaluation mode on ``device``. Trains on the first call,
-    and loads the cached result afterwards.
+    Returns ``(model, history)``; the model is in evaluation mode on ``device``.
+    Trains on the first call, and loads the cached result afterwards.
     """
     data = load_dataset("mnist5k") if data is None else data
     device = pick_device(device)
     seed_everything(seed)
-    model = create_model("resnet20", in_chans=data.in_chans, num_classes=data.num_classes)
-    history = cached_fit(model, data, tag=MNIST_RESNET20_TAG, recipe=MNIST_RESNET20_RECIPE, device=device, seed=seed)
+    model = create_model("resnet20", in_chans=data.in_chans,
+                         num_classes=data.num_classes)
+    history = cached_fit(model, data, tag=MNIST_RESNET20_TAG,
+                         recipe=MNIST_RESNET20_RECIPE, device=device, seed=seed)
     return model.eval(), history
