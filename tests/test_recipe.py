@@ -5,10 +5,9 @@ import os
 
 import pytest
 import torch
+from test_training import run_until_killed, tiny  # noqa: E402  (tests/ is on the path, as for conftest.py)
 from torch import nn
 
-import resnet_tutorial as rt
-from resnet_tutorial import checkpoint as ckpt_module
 from resnet_tutorial.data import load_dataset
 from resnet_tutorial.evaluation import evaluate, predict_logits, shift_views
 from resnet_tutorial.experiments import experiment_key
@@ -28,11 +27,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits").subset(20, test_per_class=10)
-
-
-def tiny(seed=0):
-    torch.manual_seed(seed)
-    return rt.create_model("resnet20", in_chans=1, num_classes=10, channels=(4, 8, 16))
 
 
 def weights(model):
@@ -116,17 +110,8 @@ def test_ema_is_evaluated_and_returned_and_resumes_exactly(digits, tmp_path, mon
     assert m.accuracy == pytest.approx(h.final["test_acc"])  # the returned model is the evaluated one
 
     path = tmp_path / "ckpt.pt"
-    real_save = ckpt_module.save_checkpoint
-
-    def save_then_die(*args, epoch, **kw):
-        real_save(*args, epoch=epoch, **kw)
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(ckpt_module, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        fit(tiny(), digits, recipe=recipe, checkpoint_path=path, progress=False, device="cpu")
-    monkeypatch.setattr(ckpt_module, "save_checkpoint", real_save)
+    run_until_killed(monkeypatch, 1, lambda: fit(tiny(), digits, recipe=recipe, checkpoint_path=path,
+                                                 progress=False, device="cpu"))
     resumed = tiny(5)
     fit(resumed, digits, recipe=recipe, checkpoint_path=path, resume=True, progress=False, device="cpu")
     assert same(weights(resumed), weights(averaged))
