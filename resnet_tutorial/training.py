@@ -1,8 +1,11 @@
-"""Training: one readable loop (:func:`fit`), its history, and per-layer gradient norms.
+"""Training: one readable loop (``fit``), the ``Recipe`` it follows, its history, and gradient norms.
 
-Everything an iteration does is visible in :func:`fit`, in order: get a batch, forward under autocast,
-backward, (record gradient norms), clip, step, schedule. The options (schedule, label smoothing, mixed
-precision, channels_last, ``torch.compile``, checkpoints) are plain arguments.
+Everything an iteration does is visible in ``fit``, in order: get a batch, forward under autocast,
+backward, (record gradient norms), clip, step, schedule, (average the weights). How to train (epochs,
+SGD's settings, schedule, label smoothing, mixed precision, channels_last, ``torch.compile``, an EMA of
+the weights, test-time augmentation) is one ``Recipe``; the named ones are ``PAPER_RECIPE`` (He et al.
+2016a on CIFAR-10), ``GPU_RECIPE`` (CIFAR-10 in minutes) and ``CPU_RECIPE`` (the book's MNIST-5k run).
+The schedules are ``torch.optim.lr_scheduler``'s, the averaging is ``torch.optim.swa_utils``'s.
 """
 
 from __future__ import annotations
