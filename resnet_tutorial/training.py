@@ -208,7 +208,8 @@ def _whole(value, minimum: int) -> bool:
 PAPER_RECIPE = Recipe(epochs=164, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="step",
                       milestones=(82, 123), gamma=0.1)
 
-#: A quick GPU recipe for CIFAR-10 (minutes on a T4): 30 epochs, warm-up then cosine, bf16 where supported.
+#: A quick GPU recipe for CIFAR-10: 30 epochs (a fifth of the paper's 164) of warm-up then cosine, label
+#: smoothing 0.1, mixed precision and channels_last on CUDA ("auto").
 GPU_RECIPE = Recipe(epochs=30, batch_size=128, lr=0.1, nesterov=True, weight_decay=5e-4,
                     schedule="warmup_cosine", warmup_epochs=2, label_smoothing=0.1)
 
