@@ -47,10 +47,10 @@ def _state_hash(model: nn.Module) -> str:
 
 
 def _source_hash() -> str:
-    from . import checkpoint, data, experiments, training
+    from . import checkpoint, data, evaluation, experiments, training
 
     h = hashlib.sha256()
-    for module in (training, data, experiments, checkpoint):
+    for module in (training, evaluation, data, experiments, checkpoint):  # fit's evaluation loop: evaluation
         h.update(inspect.getsource(module).encode())
     return h.hexdigest()
 
