@@ -29,10 +29,6 @@ def rank_and_world() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
 
 
-def is_main_process() -> bool:
-    return rank_and_world()[0] == 0
-
-
 def launched_by_torchrun() -> bool:
     return (
         "RANK" in os.environ
@@ -102,15 +98,6 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
-
-
-def broadcast_object(obj):
-    """Rank 0's ``obj`` on every process."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def progress_bar(total: int, desc: str, enabled: bool):

@@ -202,7 +202,3 @@ def _load_backbone(net: nn.Module, state: Mapping[str, torch.Tensor], what: str)
             "pass the model= the weights were made for"
         )
 
-
-def copy_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached CPU copy of the model's weights (to compare before and after fine-tuning)."""
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

@@ -18,11 +18,11 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
-from .models.resnet import ResNet
+from .models.blocks import BasicBlock, Bottleneck, PreActBasicBlock
+from .models.blocks import changes_shape as _changes_shape
+from .models.resnet import PREACT_BLOCKS, ResNet
 
 ORIGINAL_BLOCKS = (BasicBlock, Bottleneck)
-PREACT_BLOCKS = (PreActBasicBlock, PreActBottleneck)
 
 
 def remove_batchnorm(model: nn.Module) -> nn.Module:
@@ -83,8 +83,7 @@ def named_blocks(model: ResNet) -> list[tuple[str, nn.Module]]:
 def changes_shape(block: nn.Module) -> bool:
     """Whether a block's output has another shape than its input (stride or width changes)."""
     convs = [c for c in (getattr(block, n, None) for n in ("conv1", "conv2", "conv3")) if c is not None]
-    stride = max(c.stride[0] for c in convs)
-    return stride != 1 or convs[0].in_channels != convs[-1].out_channels
+    return _changes_shape(convs[0].in_channels, convs[-1].out_channels, max(c.stride[0] for c in convs))
 
 
 def is_residual(block: nn.Module) -> bool:

@@ -62,6 +62,11 @@ class PadShortcut(nn.Module):
         return f"stride={self.stride}, extra_channels={self.extra}"
 
 
+def changes_shape(in_planes: int, out_planes: int, stride: int) -> bool:
+    """Whether a block's output has another shape than its input (stride or width changes)."""
+    return stride != 1 or in_planes != out_planes
+
+
 def make_shortcut(
     option: str,
     in_planes: int,
@@ -77,13 +82,13 @@ def make_shortcut(
 
     ``None`` means a plain identity. ``norm_layer`` (default: BN) follows a projection.
     """
-    changes_shape = stride != 1 or in_planes != out_planes
+    reshapes = changes_shape(in_planes, out_planes, stride)
     option = option.upper()
     if option not in ("A", "B", "C"):
         raise ModelConfigError(f"shortcut must be 'A', 'B' or 'C', got {option!r}")
     if option == "A":
-        return PadShortcut(in_planes, out_planes, stride) if changes_shape else None
-    if option == "B" and not changes_shape:
+        return PadShortcut(in_planes, out_planes, stride) if reshapes else None
+    if option == "B" and not reshapes:
         return None
     norm_layer = norm_layer or nn.BatchNorm2d
     return nn.Sequential(conv1x1(in_planes, out_planes, stride), norm_layer(out_planes))

@@ -20,6 +20,7 @@ from .blocks import (
     NormLayer,
     PreActBasicBlock,
     PreActBottleneck,
+    changes_shape,
     conv1x1,
     make_shortcut,
 )
@@ -175,8 +176,8 @@ class ResNet(nn.Module):
         for i in range(blocks):
             block_stride = stride if i == 0 else 1
             if self.preact:
-                changes_shape = block_stride != 1 or self.inplanes != out_planes
-                downsample = conv1x1(self.inplanes, out_planes, block_stride) if changes_shape else None
+                reshapes = changes_shape(self.inplanes, out_planes, block_stride)
+                downsample = conv1x1(self.inplanes, out_planes, block_stride) if reshapes else None
                 layers.append(block(self.inplanes, planes, block_stride, downsample, **width, **norm))
             else:
                 downsample = None
