@@ -110,8 +110,11 @@ class ImageData:
         return (x * std + mean).clamp(0, 1)
 
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """This dataset's augmentation of a batch of images *before* normalisation (uint8 or float), so that
-        the padding is black, as in the paper; random numbers are drawn from ``generator``."""
+        """This dataset's augmentation of a batch of images (uint8 or float).
+
+        It runs *before* normalisation, so that the padding is black, as in the paper;
+        random numbers are drawn from ``generator``.
+        """
         if self.augmentation == "crop_flip":
             return random_flip(random_crop(x, 4, generator), generator)
         if self.augmentation == "shift":

@@ -128,13 +128,17 @@ def stage_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def class_activation_map(
-    model: nn.Module, x: torch.Tensor, class_idx: int | torch.Tensor | None = None, upsample: bool = True
+    model: nn.Module,
+    x: torch.Tensor,
+    class_idx: int | torch.Tensor | None = None,
+    upsample: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class activation maps (Zhou et al. 2016) of a batch of images.
 
-    A ResNet ends with global average pooling and one linear layer, so its logit for class c is the
-    spatial mean of ``M_c(i, j) = sum_k w_ck f_k(i, j) + b_c``, where ``f`` is the last feature map. ``M_c``
-    is the class activation map: the logit, position by position, before the averaging.
+    A ResNet ends with global average pooling and one linear layer, so its logit for
+    class c is the spatial mean of ``M_c(i, j) = sum_k w_ck f_k(i, j) + b_c``, where
+    ``f`` is the last feature map. ``M_c`` is the class activation map: the logit,
+    position by position, before the averaging.
 
     Args:
         model: a ResNet with a linear classifier ``fc``.
@@ -143,21 +147,28 @@ def class_activation_map(
         upsample: resize the maps bilinearly to the input's height and width.
 
     Returns:
-        ``(maps, classes)``: maps (N, h, w) on the CPU, in logit units (their spatial mean is the logit,
-        before upsampling); classes (N,).
+        ``(maps, classes)``: maps (N, h, w) on the CPU, in logit units (their spatial
+        mean is the logit, before upsampling); classes (N,).
     """
     fc = model.get_classifier() if hasattr(model, "get_classifier") else model.fc
     if not isinstance(fc, nn.Linear):
-        raise ValueError("a class activation map needs a linear classifier after global average pooling")
+        raise ValueError(
+            "a class activation map needs a linear classifier after global average "
+            "pooling"
+        )
     with eval_mode(model):
         x = x.to(_device_of(model), dtype=torch.float32)
         feats = model.forward_features(x)  # (N, K, h, w)
-        maps_all = torch.einsum("ck,nkhw->nchw", fc.weight, feats) + fc.bias[None, :, None, None]
+        bias = fc.bias[None, :, None, None]
+        maps_all = torch.einsum("ck,nkhw->nchw", fc.weight, feats) + bias
         if class_idx is None:
             classes = maps_all.mean(dim=(2, 3)).argmax(dim=1)
         else:
-            classes = torch.as_tensor(class_idx, device=maps_all.device).long().expand(len(x))
+            classes = torch.as_tensor(class_idx, device=maps_all.device)
+            classes = classes.long().expand(len(x))
         maps = maps_all[torch.arange(len(x), device=maps_all.device), classes]
         if upsample:
-            maps = F.interpolate(maps[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+            maps = F.interpolate(
+                maps[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False
+            )[:, 0]
     return maps.cpu(), classes.cpu()

@@ -284,7 +284,9 @@ def degradation_seeds(
     return {seed: runs[seed] for seed in sorted(seeds)}
 
 
-def gradient_profile(model: ResNet, x: torch.Tensor, y: torch.Tensor, loss_fn=None) -> dict:
+def gradient_profile(
+    model: ResNet, x: torch.Tensor, y: torch.Tensor, loss_fn=None
+) -> dict:
     """Where the gradient of one batch goes, from one backward pass.
 
     Returns {"weights": {layer: gradient norm}, "blocks": {block: dL/dx_l}}: the

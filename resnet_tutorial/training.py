@@ -367,7 +367,8 @@ def fit(
             recorder.history.update(history.grad_norms)
     net = dist_utils.wrap_ddp(model, device) if world > 1 else model
     if world > 1:
-        dist_utils.seed_this_rank(seed)  # the copies are identical now; dropout masks should not be
+        # The copies are identical now; dropout masks should differ between ranks.
+        dist_utils.seed_this_rank(seed)
     net = torch.compile(net) if r.compile else net
     loss_fn = nn.CrossEntropyLoss(label_smoothing=r.label_smoothing)
 

@@ -23,30 +23,14 @@ import pytest
 from resnet_tutorial import book
 
 CHAPTERS = Path(__file__).resolve().parents[1] / "chapters"
-SPHINX_ROLE = re.compile(r":(func|class|math|mod|meth|attr):`")
+SPHINX_ROLE = re.compile(r":(func|class|math|mod|meth|attr|data):`")
 CELL = re.compile(r"^```\{code-cell\}[^\n]*\n(.*?)^```", re.S | re.M)
 
 #: Names a chapter binds at run time rather than by an import, and what they stand for.
 RUNTIME_NAMES = {"data": "resnet_tutorial.data.ImageData"}
 
 #: "chapter::expression" -> owner of the file: objects shown by a chapter that do not fit yet.
-KNOWN_TOO_WIDE = {
-    "01_background::count_macs": "analysis.py (h9c)",
-    "02_residual_connections::BasicBlock": "models/blocks.py (h10, h12a)",
-    "02_residual_connections::make_shortcut": "models/blocks.py (h10, h12a)",
-    "02_residual_connections::PadShortcut": "models/blocks.py (h10, h12a)",
-    "03_residual_blocks::Bottleneck": "models/blocks.py (h10, h12a)",
-    "05_gradient_flow::PreActBasicBlock": "models/blocks.py (h10, h12a)",
-    "05_gradient_flow::gradient_profile": "gradflow.py (h9c)",
-    "06_practice::data.augment": "data.py (h12b)",
-    "06_practice::fit": "training.py (h12b)",
-    "07_fine_tuning::freeze": "finetune.py (h12a)",
-    "07_fine_tuning::freeze_bn_stats": "finetune.py (h12a)",
-    "07_fine_tuning::stage_param_groups": "finetune.py (h12a)",
-    "08_applications::rt.models.ResNet.forward_features": "models/resnet.py (h12a)",
-    "08_applications::class_activation_map": "features.py (h12b)",
-    "09_tools_summary_faq::clean_state_dict": "models/weights.py (h12a)",
-}
+KNOWN_TOO_WIDE: dict[str, str] = {}
 
 
 def _code_cells(text: str) -> list[ast.Module]:

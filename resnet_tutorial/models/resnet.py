@@ -229,7 +229,10 @@ class ResNet(nn.Module):
         return [getattr(self, name) for name in self.stage_names]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Stem and stages: the feature map before pooling, shape (N, num_features, H/32, W/32) on ImageNet."""
+        """Stem and stages: the feature map before pooling.
+
+        Its shape is (N, num_features, H/32, W/32) on ImageNet.
+        """
         x = check_image_batch(x, self.in_chans)
         x = self.conv1(x)
         x = self.bn1(x)
