@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn import metrics as skm
 from torch import nn
 
 from .runtime import pick_device
@@ -71,6 +70,8 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor, topk=(1,)):
 
     A float for one ``k`` (``accuracy(logits, y)``), a list of floats for several (``topk=(1, 5)``).
     """
+    from sklearn import metrics as skm  # here, not at the top: fit needs no scikit-learn
+
     ks = (topk,) if isinstance(topk, int) else tuple(topk)
     scores, y, n = logits.float().cpu().numpy(), y.cpu().numpy(), logits.shape[1]
     if n == 2:  # scikit-learn wants the binary case as one score per sample
@@ -81,6 +82,8 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor, topk=(1,)):
 
 def confusion_matrix(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``cm[i, j]``: how many samples of true class ``i`` were predicted as class ``j``."""
+    from sklearn import metrics as skm
+
     cm = skm.confusion_matrix(y.cpu().numpy(), pred.cpu().numpy(), labels=range(num_classes))
     return torch.from_numpy(cm.astype(np.int64))
 
@@ -88,6 +91,8 @@ def confusion_matrix(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> t
 def per_class_metrics(pred: torch.Tensor, y: torch.Tensor, classes: list[str]) -> list[dict]:
     """Precision, recall, F1 and support of every class
     (``sklearn.metrics.precision_recall_fscore_support``; 0 where a class is never predicted)."""
+    from sklearn import metrics as skm
+
     p, r, f, s = skm.precision_recall_fscore_support(y.cpu().numpy(), pred.cpu().numpy(),
                                                       labels=range(len(classes)), zero_division=0)
     return [dict(cls=c, precision=float(p[i]), recall=float(r[i]), f1=float(f[i]), support=int(s[i]))
@@ -119,6 +124,8 @@ class Metrics:
 
     def report(self) -> str:
         """scikit-learn's ``classification_report``, then accuracy, top-5 and loss."""
+        from sklearn import metrics as skm
+
         table = skm.classification_report(self.labels.numpy(), self.predictions.numpy(),
                                           labels=range(len(self.classes)), target_names=self.classes,
                                           digits=4, zero_division=0)
