@@ -1,14 +1,107 @@
 """Plots: training curves, confusion matrices, image grids, gradient-norm profiles.
 
 Each function draws on ``ax`` (a new figure when ``None``) and returns the Axes; ``ax.figure`` is the Figure.
+Titles, axis labels and legends go through :func:`label`, so that the Chinese edition of the book (built with
+``RESNET_TUTORIAL_LANGUAGE=zh_CN``, see CONTRIBUTING.md) draws them in Chinese.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
+
+LANGUAGE_VARIABLE = "RESNET_TUTORIAL_LANGUAGE"
+
+# The figure labels of the Chinese edition, in the terms of book/glossary.md. Keys are the English labels as
+# the code writes them, with ``{name}`` fields for the parts filled in by ``label(text, name=...)``.
+LABELS_ZH = {
+    # resnet_tutorial.plots
+    "epoch": "轮次",
+    "train error": "训练误差",
+    "test error": "测试误差",
+    "train loss": "训练损失",
+    "test loss": "测试损失",
+    "train acc": "训练准确率",
+    "test acc": "测试准确率",
+    "predicted class": "预测类别",
+    "true class": "真实类别",
+    "confusion matrix": "混淆矩阵",
+    "original": "原图",
+    "aug {i}": "增强 {i}",
+    "layer (input to output)": "层（从输入到输出）",
+    "gradient norm": "梯度范数",
+    "gradient norm per layer": "各层的梯度范数",
+    # chapter 4
+    "computed receptive field, {px} px": "计算得到的感受野，{px} 像素",
+    "ResNet-18: log10 |dy/dx| (6 decades)": "ResNet-18：log10 |dy/dx|（6 个数量级）",
+    "the row through the centre, relative": "穿过中心的一行（相对值）",
+    "input column (pixels)": "输入的列（像素）",
+    # chapter 5
+    "{kind}, with batch norm": "{kind}，有批量归一化",
+    "{kind}, without batch norm": "{kind}，无批量归一化",
+    "block (input to output)": "块（从输入到输出）",
+    "white noise": "白噪声",
+    "brown noise": "布朗噪声",
+    "t (line 1)": "t（第 1 条直线）",
+    "The slope of the output along a line of inputs, at initialisation (r: lag-1 autocorrelation)":
+        "初始化时输出沿一条输入直线的斜率（r：滞后为 1 的自相关系数）",
+    "epoch {e}": "第 {e} 轮",
+    "deleted block (in depth order; plain nets: only blocks that keep the shape)":
+        "被删除的块（按深度排列；普通网络只删除保持形状不变的块）",
+    "{name}: mean weight gradient norm per layer": "{name}：各层权重梯度范数的均值",
+    "chance": "随机猜测",
+    "test accuracy": "测试准确率",
+    "Deleting one block of a trained network (dotted: the intact network)":
+        "删除已训练网络中的一个块（点线：完整网络）",
+}
+LABELS = {"zh_CN": LABELS_ZH}
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei")
+
+
+def language() -> str:
+    """The language figures are drawn in: ``RESNET_TUTORIAL_LANGUAGE`` (``en`` when unset)."""
+    return os.environ.get(LANGUAGE_VARIABLE, "en") or "en"
+
+
+def label(text: str, **fields) -> str:
+    """A figure's title, axis label or legend entry in the language of the edition being built.
+
+    ``label("train error")`` is ``"train error"`` in English and ``"训练误差"`` in the Chinese edition;
+    ``label("aug {i}", i=3)`` fills the fields after translating. A label the table lacks is an error in a
+    translated edition (so that a new English label cannot land untranslated), and the first translated label
+    gives matplotlib a CJK font."""
+    lang = language()
+    if lang != "en":
+        if lang not in LABELS:
+            raise ValueError(f"{LANGUAGE_VARIABLE}={lang!r}: figure labels exist for en and {', '.join(LABELS)}")
+        if text not in LABELS[lang]:
+            raise KeyError(f"figure label {text!r} has no {lang} translation: add it to "
+                           f"resnet_tutorial.plots.LABELS[{lang!r}]")
+        _use_cjk_font()
+        text = LABELS[lang][text]
+    return text.format(**fields) if fields else text
+
+
+def _use_cjk_font() -> None:
+    """Put an installed CJK font behind the default sans-serif font (matplotlib falls back glyph by glyph)."""
+    import matplotlib
+    from matplotlib import font_manager
+
+    sans = list(matplotlib.rcParams["font.sans-serif"])
+    if any(f in sans[:2] for f in CJK_FONTS):
+        return
+    names = {f.name for f in font_manager.fontManager.ttflist}
+    if not names.intersection(CJK_FONTS):  # a font installed after matplotlib built its font cache
+        font_manager.fontManager = font_manager._load_fontmanager(try_read_cache=False)
+        names = {f.name for f in font_manager.fontManager.ttflist}
+    found = [f for f in CJK_FONTS if f in names]
+    if not found:
+        raise RuntimeError("no CJK font for the Chinese figure labels: install fonts-noto-cjk "
+                           "(sudo apt-get install fonts-noto-cjk; `make book-zh` does it as root)")
+    matplotlib.rcParams["font.sans-serif"] = sans[:1] + found[:1] + [f for f in sans[1:] if f != found[0]]
 
 
 def _axes(ax, figsize=(6, 4)):
@@ -30,16 +123,16 @@ def plot_history(histories, metrics=("train_error", "test_error"), ax=None, titl
 
     ax = _axes(ax)
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
-    for i, (label, history) in enumerate(histories.items()):
+    for i, (name, history) in enumerate(histories.items()):
         for metric in metrics:
             values = history.as_arrays(metric)
             epochs = np.array([e["epoch"] for e in history.epochs])
             ok = ~np.isnan(values)
             style = "--" if metric.startswith("train") else "-"
-            ax.plot(epochs[ok], values[ok], style, color=f"C{i}", label=f"{label} {metric.replace('_', ' ')}")
-    ax.set_xlabel("epoch")
+            ax.plot(epochs[ok], values[ok], style, color=f"C{i}", label=f"{name} {label(metric.replace('_', ' '))}")
+    ax.set_xlabel(label("epoch"))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    ax.set_ylabel(", ".join(m.replace("_", " ") for m in metrics))
+    ax.set_ylabel(", ".join(label(m.replace("_", " ")) for m in metrics))
     if any(m.endswith("error") or m.endswith("acc") for m in metrics):
         ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
     ax.grid(alpha=0.3)
@@ -59,9 +152,9 @@ def plot_confusion_matrix(cm, classes, ax=None, normalize: bool = False, title="
     im = ax.imshow(cm.numpy(), cmap="Blues")
     ax.set_xticks(range(n), classes, rotation=45 if max(len(c) for c in classes) > 2 else 0, ha="right")
     ax.set_yticks(range(n), classes)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(title)
+    ax.set_xlabel(label("predicted class"))
+    ax.set_ylabel(label("true class"))
+    ax.set_title(label(title) if title == "confusion matrix" else title)
     vmax = cm.max().item() or 1
     for i in range(n):
         for j in range(n):
@@ -111,23 +204,23 @@ def show_augmentations(data, index: int = 0, n: int = 8, seed: int = 0, ax=None)
     x = data.train.images[index : index + 1].repeat(n, 1, 1, 1)
     g = torch.Generator().manual_seed(seed)
     x = torch.cat([x[:1], data.augment(x[1:], g)])
-    captions = ["original"] + [f"aug {i}" for i in range(1, n)]
+    captions = [label("original")] + [label("aug {i}", i=i) for i in range(1, n)]
     return show_images(x, labels=captions, nrow=n, ax=ax)
 
 
-def plot_grad_norms(norms, log: bool = True, ax=None, title="gradient norm per layer"):
+def plot_grad_norms(norms, log: bool = True, ax=None, title=None):
     """Gradient norm against layer depth, one line per model: ``{"ResNet-56": {"conv1": 0.3, ...}, ...}``
     (from :func:`~resnet_tutorial.training.layer_grad_norms`). A ``History.grad_norms`` (lists per
     epoch) is drawn at its last epoch."""
     ax = _axes(ax)
-    for i, (label, layers) in enumerate(norms.items()):
+    for i, (name, layers) in enumerate(norms.items()):
         values = [v[-1] if isinstance(v, list | tuple) else float(v) for v in layers.values()]
-        ax.plot(range(1, len(values) + 1), values, "o-", ms=3, color=f"C{i}", label=label)
-    ax.set_xlabel("layer (input to output)")
-    ax.set_ylabel("gradient norm")
+        ax.plot(range(1, len(values) + 1), values, "o-", ms=3, color=f"C{i}", label=name)
+    ax.set_xlabel(label("layer (input to output)"))
+    ax.set_ylabel(label("gradient norm"))
     if log:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    ax.set_title(title)
+    ax.set_title(label("gradient norm per layer") if title is None else title)
     return ax
