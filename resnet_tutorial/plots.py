@@ -86,12 +86,13 @@ def label(text: str, **fields) -> str:
 
 
 def _use_cjk_font() -> None:
-    """Put an installed CJK font behind the default sans-serif font (matplotlib falls back glyph by glyph)."""
+    """Put an installed CJK font behind the default font: matplotlib falls back glyph by glyph along
+    ``font.family``, so Latin text keeps its usual font and only the Chinese characters come from the CJK one."""
     import matplotlib
     from matplotlib import font_manager
 
-    sans = list(matplotlib.rcParams["font.sans-serif"])
-    if any(f in sans[:2] for f in CJK_FONTS):
+    family = list(matplotlib.rcParams["font.family"])
+    if any(f in family for f in CJK_FONTS):
         return
     names = {f.name for f in font_manager.fontManager.ttflist}
     if not names.intersection(CJK_FONTS):  # a font installed after matplotlib built its font cache
@@ -101,7 +102,7 @@ def _use_cjk_font() -> None:
     if not found:
         raise RuntimeError("no CJK font for the Chinese figure labels: install fonts-noto-cjk "
                            "(sudo apt-get install fonts-noto-cjk; `make book-zh` does it as root)")
-    matplotlib.rcParams["font.sans-serif"] = sans[:1] + found[:1] + [f for f in sans[1:] if f != found[0]]
+    matplotlib.rcParams["font.family"] = family + found[:1]
 
 
 def _axes(ax, figsize=(6, 4)):
