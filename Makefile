@@ -112,6 +112,8 @@ book: setup
 # changed string becomes fuzzy, a new one empty: tests/test_zh.py fails until they are translated).
 ZH_HTML       := _build/html-zh
 BOOK_ZH_FLAGS := -W -n --keep-going -q
+# myst-nb's toggle buttons are configuration, not gettext strings: their Chinese is set here.
+BOOK_ZH_DEFINES := -D language=zh_CN -D nb_code_prompt_show=显示代码 -D nb_code_prompt_hide=隐藏代码
 
 conf.py: _config.yml _toc.yml $(STAMP)
 	$(BIN)/jupyter-book config sphinx .
@@ -123,7 +125,7 @@ cjk-font:
 	    else echo "error: the Chinese edition needs a CJK font: sudo apt-get install fonts-noto-cjk"; exit 2; fi; }
 
 book-zh: setup cjk-font conf.py
-	RESNET_TUTORIAL_LANGUAGE=zh_CN $(BIN)/sphinx-build -b html -D language=zh_CN $(BOOK_ZH_FLAGS) . $(ZH_HTML)
+	RESNET_TUTORIAL_LANGUAGE=zh_CN $(BIN)/sphinx-build -b html $(BOOK_ZH_DEFINES) $(BOOK_ZH_FLAGS) . $(ZH_HTML)
 	@! grep -rl --include='*.html' -e 'Glyph [0-9]* .* missing from' $(ZH_HTML) || \
 	  { echo "error: a figure of the Chinese edition has characters its font lacks (above)"; exit 1; }
 	@echo "Open $(CURDIR)/$(ZH_HTML)/index.html"
