@@ -80,14 +80,16 @@ def label(text: str, **fields) -> str:
         if text not in LABELS[lang]:
             raise KeyError(f"figure label {text!r} has no {lang} translation: add it to "
                            f"resnet_tutorial.plots.LABELS[{lang!r}]")
-        _use_cjk_font()
+        use_language_font()
         text = LABELS[lang][text]
     return text.format(**fields) if fields else text
 
 
-def _use_cjk_font() -> None:
+def use_language_font() -> None:
     """Put an installed CJK font behind the default font: matplotlib falls back glyph by glyph along
-    ``font.family``, so Latin text keeps its usual font and only the Chinese characters come from the CJK one."""
+    ``font.family``, so Latin text keeps its usual font and only the Chinese characters come from the CJK one.
+    Called when the package is imported for a translated edition: a figure's title and axis labels take
+    their font when its axes are created, before any label is set."""
     import matplotlib
     from matplotlib import font_manager
 
