@@ -359,7 +359,8 @@ def _need(path: Path, what: str):
 
 
 class _Prose(HTMLParser):
-    """The prose paragraphs of a page's article: <p> outside code cells, outputs, code and math."""
+    """The prose paragraphs of a page's article: <p> outside code cells, outputs, code, math and tables (whose
+    cells are often names and code)."""
 
     SKIP = ("cell_output", "cell_input", "highlight", "math", "bibliography", "citation", "toctree-wrapper")
 
@@ -375,7 +376,7 @@ class _Prose(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         classes = set((dict(attrs).get("class") or "").split())
-        skip = tag in ("code", "pre", "script", "style") or bool(classes.intersection(self.SKIP))
+        skip = tag in ("code", "pre", "script", "style", "table") or bool(classes.intersection(self.SKIP))
         if tag in ("br", "img", "hr", "input", "meta", "link", "wbr"):
             return
         self.stack.append((tag, skip))
