@@ -57,6 +57,58 @@ LABELS_ZH = {
     "Deleting one block of a trained network (dotted: the intact network)":
         "删除已训练网络中的一个块（点线：完整网络）",
 }
+LABELS_ZH.update({
+    # chapter 1
+    "parameters (millions, log scale)": "参数量（百万，对数坐标）",
+    "compute per image (GMACs, log scale)": "每张图像的计算量（GMAC，对数坐标）",
+    "ImageNet top-1 accuracy (%)": "ImageNet top-1 准确率（%）",
+    "ImageNet classifiers 2012-2015 (torchvision weights, original recipes)":
+        "2012–2015 年的 ImageNet 分类器（torchvision 权重，原始训练方案）",
+    # chapter 2
+    "plain networks": "普通网络",
+    "residual networks": "残差网络",
+    "{name} (mean of {n})": "{name}（{n} 次运行的均值）",
+    "SGD steps": "SGD 步数",
+    "training error (clean images, eval mode)": "训练误差（干净图像，评估模式）",
+    "{data}: training error after every epoch, mean and min-max over seeds (the paper's Figs. 1 and 6)":
+        "{data}：每个轮次之后的训练误差，各随机种子的均值及最小–最大范围（论文的图 1 和图 6）",
+    # chapter 3
+    "paper, Table 1": "论文，表 1",
+    "ours, v1 (stride on the first 1x1)": "本书，v1（步幅在第一个 1x1 卷积上）",
+    "ours, v1.5 (stride on the 3x3)": "本书，v1.5（步幅在 3x3 卷积上）",
+    "billion multiply-accumulates": "十亿次乘加运算",
+    "Cost of one 224x224 image, counted by torch.utils.flop_counter":
+        "一张 224x224 图像的计算代价（由 torch.utils.flop_counter 计数）",
+    # chapter 6
+    "loss": "损失",
+    "error": "误差",
+    "true {true}, said {said}\np={p:.2f}": "真实 {true}，预测 {said}\np={p:.2f}",
+    "the {n} most confident of {m} mistakes": "{m} 个错误中置信度最高的 {n} 个",
+    # chapter 7
+    "source: MNIST": "源：MNIST",
+    "target: scikit-learn digits, 8x8 upsampled to 28x28": "目标：scikit-learn digits，8x8 上采样到 28x28",
+    "error on the digits, {n} labels per class (dashed: training, solid: test)":
+        "digits 上的误差，每类 {n} 个标签（虚线：训练，实线：测试）",
+    # chapter 8
+    "query": "查询",
+    "pixels": "像素",
+    "queries, their {k} neighbours in feature space (cosine), and in pixel space":
+        "查询图像，以及它们在特征空间（余弦）和像素空间中的 {k} 个近邻",
+    "ResNet-20 features": "ResNet-20 特征",
+    "PCA of the test split: {title}\n{k} nearest neighbours in the map: {share:.0f}% same digit":
+        "测试集的 PCA：{title}\n图中 {k} 个最近邻：{share:.0f}% 是同一数字",
+    "first principal component": "第一主成分",
+    "second principal component": "第二主成分",
+    "digit": "数字",
+    "label {label}": "标签 {label}",
+    "CAM of '{c}'": "“{c}” 的类激活图",
+    # chapter 10
+    "training step": "一步训练",
+    "inference": "推理",
+    "ms per batch (median)": "每批毫秒数（中位数）",
+    "{name}, batch {batch} at {size}x{size} on {device}": "{name}，批量 {batch}，{size}x{size}，设备 {device}",
+    "untrained {stage}\n{side}x{side}, mean of {n} maps": "未训练的 {stage}\n{side}x{side}，{n} 张特征图的均值",
+})
 LABELS = {"zh_CN": LABELS_ZH}
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei")
 
