@@ -38,7 +38,10 @@ def _on_meta(model: nn.Module) -> nn.Module:
 
 
 def count_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -> int:
-    """Multiply-accumulates of one forward pass at ``input_size`` (FLOPs / 2, as the paper counts)."""
+    """Multiply-accumulates of one forward pass at ``input_size``.
+
+    FLOPs / 2, as the paper counts them.
+    """
     meta_model = _on_meta(model).eval()
     x = torch.empty(*input_size, device="meta")
     with FlopCounterMode(display=False) as counter, torch.no_grad():

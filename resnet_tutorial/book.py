@@ -150,12 +150,19 @@ def show_source(obj: Any):
     return None
 
 
+#: The width of the book's code column: printed lines longer than this are cut off on the page.
+COLUMN = 88
+
+
 def check(claim: str, condition: bool, detail: str = "") -> None:
     """Assert a claim of the chapter, and print it so the reader sees what was checked.
 
     Raises ``AssertionError`` (and so fails the book build and nbval) when ``condition`` is false.
+    The printed line starts with a check mark and is wrapped at ``COLUMN`` characters, the
+    continuation lines indented by two spaces.
     """
     suffix = f" ({detail})" if detail else ""
     if not condition:
         raise AssertionError(f"claim does not hold: {claim}{suffix}")
-    print(f"\u2714 {claim}{suffix}")
+    text = f"\u2714 {claim}{suffix}"
+    print(textwrap.fill(text, width=COLUMN, subsequent_indent="  ", break_on_hyphens=False))

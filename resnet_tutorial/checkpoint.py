@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import random
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import IO
 
 import numpy as np
 import torch
@@ -24,15 +26,17 @@ class CheckpointError(ResnetTutorialError):
     """A checkpoint that is missing, truncated, foreign, or made for another model."""
 
 
-def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
+@contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """``with atomic_write(path) as f: ...`` writes to a temporary file beside ``path`` and renames it into
+    place when the block succeeds; when it fails, the temporary file is removed and ``path`` is untouched."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -40,6 +44,12 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def rng_state() -> dict:
@@ -103,8 +113,8 @@ def model_from_checkpoint(path, **overrides) -> tuple[nn.Module, dict]:
     return model, state
 
 
-def save_checkpoint(path, model, optimizer=None, scheduler=None, *, epoch: int, history=None, config=None,
-                    scaler=None) -> None:
+def save_checkpoint(path, model, optimizer=None, scheduler=None, *, epoch: int,
+                    history=None, config=None, scaler=None, ema=None) -> None:
     """Save everything needed to resume (or just to evaluate) a run, atomically."""
     from .models.weights import clean_state_dict
 
@@ -123,6 +133,8 @@ def save_checkpoint(path, model, optimizer=None, scheduler=None, *, epoch: int, 
         state["scheduler"] = scheduler.state_dict()
     if scaler is not None and scaler.is_enabled():
         state["scaler"] = scaler.state_dict()
+    if ema is not None:  # a torch.optim.swa_utils.AveragedModel
+        state["ema"] = ema.state_dict()
     atomic_torch_save(state, path)
 
 
@@ -147,8 +159,10 @@ def read_checkpoint(path) -> dict:
     return dict(state)
 
 
-def load_checkpoint(path, model=None, optimizer=None, scheduler=None, scaler=None, restore_rng: bool = True) -> dict:
-    """Read a checkpoint and restore it into whatever is given (model, optimiser, scheduler, scaler, RNGs).
+def load_checkpoint(path, model=None, optimizer=None, scheduler=None, scaler=None, restore_rng: bool = True,
+                    ema=None) -> dict:
+    """Read a checkpoint and restore it into whatever is given (model, optimiser, scheduler, scaler, the
+    average of the weights, RNGs).
 
     Returns the checkpoint dict (``epoch``, ``history``, ``config``, ``model_config``, ...).
     """
@@ -162,6 +176,10 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None, scaler=Non
             scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and "scaler" in state:
             scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            if "ema" not in state:
+                raise KeyError("it has no average of the weights (ema_decay)")
+            ema.load_state_dict(state["ema"])
     except (ValueError, KeyError, RuntimeError) as err:
         raise CheckpointError(f"the optimiser state in {path!r} does not fit this run ({err}); start a new run") from None
     if restore_rng and "rng" in state:

@@ -82,18 +82,11 @@ def _add_compare(sub) -> None:
 
 def _write_json_atomic(obj, path: str) -> None:
     import json
-    import os
-    import tempfile
 
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from .checkpoint import atomic_write
+
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2)
 
 
 def _check_device(name: str | None) -> None:
@@ -222,7 +215,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _add_train(sub) -> None:
     from .data import DATASETS
-    from .training import SCHEDULES
+    from .training import SCHEDULE_ALIASES, SCHEDULES
 
     p = sub.add_parser("train", help="train a model; writes checkpoint.pt and summary.json under --out",
                        description="Train a model with resnet_tutorial.training.fit. Under torchrun "
@@ -238,7 +231,7 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--schedule", default="cosine", choices=SCHEDULES)
+    p.add_argument("--schedule", default="cosine", choices=[*SCHEDULES, *SCHEDULE_ALIASES])
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")

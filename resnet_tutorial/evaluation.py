@@ -1,7 +1,14 @@
-"""Evaluation: accuracy, top-k, per-class precision/recall/F1, the confusion matrix, and ``predict``."""
+"""Evaluation: one loop over a split (:func:`predict_logits`), the metrics of scikit-learn, ``predict``.
+
+The per-class precision, recall, F1, top-k accuracy and the confusion matrix come from
+``sklearn.metrics``; this module only runs the model (in evaluation mode, without gradients, in batches)
+and hands the logits over.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,37 +19,84 @@ from torch import nn
 from .runtime import pick_device
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``with eval_mode(model): ...`` runs the block in evaluation mode, then restores the model's mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def shift_views(x: torch.Tensor, fill: torch.Tensor, pixels: int = 1) -> list[torch.Tensor]:
+    """A batch and four copies shifted by ``pixels`` up, down, left and right, the uncovered border
+    filled with ``fill`` (per channel: a black pixel, normalised), for test-time augmentation."""
+    p, (h, w) = pixels, x.shape[-2:]
+    fill = torch.as_tensor(fill, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    padded = F.pad(x - fill, (p, p, p, p)) + fill
+    offsets = [(0, 0), (-p, 0), (p, 0), (0, -p), (0, p)]
+    return [padded[..., p + dy : p + dy + h, p + dx : p + dx + w] for dy, dx in offsets]
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, loader, *, amp: bool = False, amp_dtype=torch.bfloat16,
+                   channels_last: bool = False, tta_fill: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits of ``model`` for every batch of ``loader``, and the labels, both on the CPU.
+
+    ``tta_fill`` (a black pixel, normalised: ``data.normalize(zeros)``) turns on test-time augmentation:
+    the logits are then the log of the mean softmax over the image and its four one-pixel shifts.
+    """
+    logits, labels = [], []
+    with eval_mode(model):
+        for x, y in loader:
+            views = [x] if tta_fill is None else shift_views(x, tta_fill)
+            probs = 0
+            for view in views:
+                if channels_last:
+                    view = view.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(view.device.type, dtype=amp_dtype, enabled=amp):
+                    out = model(view).float()
+                probs = probs + (out.softmax(1) if len(views) > 1 else out)
+            logits.append((probs / len(views)).log() if len(views) > 1 else probs)
+            labels.append(y)
+    return torch.cat(logits).cpu(), torch.cat(labels).cpu()
+
+
 def accuracy(logits: torch.Tensor, y: torch.Tensor, topk=(1,)):
-    """The fraction of samples whose label is among the ``k`` highest logits, for each ``k`` in ``topk``.
+    """The fraction of samples whose label is among the ``k`` highest logits, for each ``k`` in ``topk``
+    (``sklearn.metrics.top_k_accuracy_score``; a ``k`` of at least the number of classes gives 1).
 
     A float for one ``k`` (``accuracy(logits, y)``), a list of floats for several (``topk=(1, 5)``).
     """
+    from sklearn import metrics as skm  # here, not at the top: fit needs no scikit-learn
+
     ks = (topk,) if isinstance(topk, int) else tuple(topk)
-    kmax = min(max(ks), logits.shape[1])
-    top = logits.topk(kmax, dim=1).indices
-    hits = top == y[:, None]
-    result = [hits[:, : min(k, kmax)].any(1).float().mean().item() for k in ks]
+    scores, y, n = logits.float().cpu().numpy(), y.cpu().numpy(), logits.shape[1]
+    if n == 2:  # scikit-learn wants the binary case as one score per sample
+        scores = scores[:, 1] - scores[:, 0]
+    result = [1.0 if k >= n else float(skm.top_k_accuracy_score(y, scores, k=k, labels=range(n))) for k in ks]
     return result[0] if len(result) == 1 else result
 
 
 def confusion_matrix(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``cm[i, j]``: how many samples of true class ``i`` were predicted as class ``j``."""
-    idx = y.long().cpu() * num_classes + pred.long().cpu()
-    return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    from sklearn import metrics as skm
+
+    cm = skm.confusion_matrix(y.cpu().numpy(), pred.cpu().numpy(), labels=range(num_classes))
+    return torch.from_numpy(cm.astype(np.int64))
 
 
-def per_class_metrics(cm: torch.Tensor, classes: list[str]) -> list[dict]:
-    """Precision, recall, F1 and support of every class, from a confusion matrix."""
-    cm = cm.double()
-    tp = cm.diag()
-    predicted, actual = cm.sum(0), cm.sum(1)
-    precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
-    recall = torch.where(actual > 0, tp / actual.clamp(min=1), torch.zeros_like(tp))
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), 0 * tp)
-    return [
-        dict(cls=c, precision=p, recall=r, f1=f, support=int(s))
-        for c, p, r, f, s in zip(classes, precision.tolist(), recall.tolist(), f1.tolist(), actual.tolist(), strict=True)
-    ]
+def per_class_metrics(pred: torch.Tensor, y: torch.Tensor, classes: list[str]) -> list[dict]:
+    """Precision, recall, F1 and support of every class
+    (``sklearn.metrics.precision_recall_fscore_support``; 0 where a class is never predicted)."""
+    from sklearn import metrics as skm
+
+    p, r, f, s = skm.precision_recall_fscore_support(y.cpu().numpy(), pred.cpu().numpy(),
+                                                      labels=range(len(classes)), zero_division=0)
+    return [dict(cls=c, precision=float(p[i]), recall=float(r[i]), f1=float(f[i]), support=int(s[i]))
+            for i, c in enumerate(classes)]
 
 
 @dataclass
@@ -69,48 +123,42 @@ class Metrics:
                     confusion=self.confusion.tolist(), classes=list(self.classes))
 
     def report(self) -> str:
-        """A text table like scikit-learn's ``classification_report``."""
-        width = max(10, *(len(c) for c in self.classes))
-        lines = [f"{'class':>{width}} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>9}"]
-        for row in self.per_class:
-            lines.append(f"{row['cls']:>{width}} {row['precision']:>9.4f} {row['recall']:>9.4f} "
-                         f"{row['f1']:>9.4f} {row['support']:>9d}")
-        macro = {k: float(np.mean([r[k] for r in self.per_class])) for k in ("precision", "recall", "f1")}
-        lines.append(f"{'macro avg':>{width}} {macro['precision']:>9.4f} {macro['recall']:>9.4f} "
-                     f"{macro['f1']:>9.4f} {len(self.labels):>9d}")
-        lines.append(f"accuracy {self.accuracy:.4f} | top-5 {self.top5:.4f} | loss {self.loss:.4f} "
-                     f"| {len(self.labels)} images")
-        return "\n".join(lines)
+        """scikit-learn's ``classification_report``, then accuracy, top-5 and loss."""
+        from sklearn import metrics as skm
+
+        table = skm.classification_report(self.labels.numpy(), self.predictions.numpy(),
+                                          labels=range(len(self.classes)), target_names=self.classes,
+                                          digits=4, zero_division=0)
+        return (f"{table.rstrip()}\naccuracy {self.accuracy:.4f} | top-5 {self.top5:.4f} "
+                f"| loss {self.loss:.4f} | {len(self.labels)} images")
 
     def __repr__(self) -> str:
-        return f"Metrics(accuracy={self.accuracy:.4f}, top5={self.top5:.4f}, loss={self.loss:.4f}, n={len(self.labels)})"
+        return (f"Metrics(accuracy={self.accuracy:.4f}, top5={self.top5:.4f}, loss={self.loss:.4f}, "
+                f"n={len(self.labels)})")
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, data, split: str = "test", batch_size: int = 512, device=None) -> Metrics:
-    """Run ``model`` over a split of ``data`` (no augmentation) and measure it."""
+def evaluate(model: nn.Module, data, split: str = "test", batch_size: int = 512, device=None,
+             tta: bool = False) -> Metrics:
+    """Run ``model`` over a split of ``data`` (no augmentation) and measure it.
+
+    ``tta=True`` averages the predicted probabilities over each image and its four one-pixel shifts.
+    """
     device = pick_device(device)
     model.to(device)
-    was_training = model.training
-    model.eval()
-    logits = []
-    for x, _ in data.loader(split, batch_size, shuffle=False, augment=False, device=device):
-        logits.append(model(x).float().cpu())
-    model.train(was_training)
-    logits = torch.cat(logits)
-    labels = data.split(split).labels.cpu()
-    probs = logits.softmax(1)
+    loader = data.loader(split, batch_size, shuffle=False, augment=False, device=device)
+    black = data.normalize(torch.zeros(data.in_chans, 1, 1, dtype=torch.uint8, device=device)).flatten()
+    logits, labels = predict_logits(model, loader, tta_fill=black if tta else None)
     pred = logits.argmax(1)
     cm = confusion_matrix(pred, labels, data.num_classes)
     return Metrics(
-        accuracy=(pred == labels).float().mean().item(),
+        accuracy=float((pred == labels).float().mean()),
         top5=accuracy(logits, labels, topk=5),
         loss=F.cross_entropy(logits, labels).item(),
         confusion=cm,
-        per_class=per_class_metrics(cm, data.classes),
+        per_class=per_class_metrics(pred, labels, data.classes),
         predictions=pred,
         labels=labels,
-        probabilities=probs,
+        probabilities=logits.softmax(1),
         classes=list(data.classes),
     )
 
@@ -143,9 +191,7 @@ def predict(model: nn.Module, image, data, topk: int = 3) -> list[tuple[str, flo
     """The ``topk`` most probable classes of one image, as ``[(class_name, probability), ...]``."""
     device = next(model.parameters()).device
     x = data.normalize(to_image_tensor(image, data)[None].to(device))
-    was_training = model.training
-    model.eval()
-    probs = model(x).float().softmax(1)[0].cpu()
-    model.train(was_training)
+    with eval_mode(model):
+        probs = model(x).float().softmax(1)[0].cpu()
     p, idx = probs.topk(min(topk, len(probs)))
     return [(data.classes[i], float(v)) for v, i in zip(p.tolist(), idx.tolist(), strict=True)]

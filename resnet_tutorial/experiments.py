@@ -13,9 +13,9 @@ import hashlib
 import json
 import os
 import pathlib
-from contextlib import contextmanager
 
 import torch
+from filelock import FileLock
 from torch import nn
 
 CACHE_ENV = "RESNET_TUTORIAL_CACHE"
@@ -28,25 +28,14 @@ def cache_dir() -> str:
     )
 
 
-@contextmanager
-def cache_lock(name: str):
-    """Hold an exclusive lock file ``name`` in the cache folder (POSIX; elsewhere no lock).
+def cache_lock(name: str) -> FileLock:
+    """An exclusive lock on the file ``name`` in the cache folder (``filelock.FileLock``, any OS).
 
     Chapters executed in parallel (nbval with two workers) that ask for the same experiment then train it
     once: the first holds the lock while it trains, the others wait and find the result in the cache.
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
     os.makedirs(cache_dir(), exist_ok=True)
-    with open(os.path.join(cache_dir(), name), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return FileLock(os.path.join(cache_dir(), name))
 
 
 def _state_hash(model: nn.Module) -> str:
@@ -88,9 +77,22 @@ def _jsonable(value):
     return repr(value)
 
 
+def _flat_fit_kwargs(fit_kwargs: dict) -> dict:
+    """``fit``'s arguments with the recipe spelled out: a recipe and the same settings given one by one
+    are the same experiment."""
+    from .training import split_recipe
+
+    kwargs = dict(fit_kwargs)
+    recipe = kwargs.pop("recipe", None)
+    if recipe is None and "epochs" not in kwargs:
+        return kwargs
+    recipe, run = split_recipe(recipe, kwargs)
+    return {**recipe, **run}
+
+
 def experiment_key(model: nn.Module, data, tag: str, fit_kwargs: dict) -> str:
     """The sha256 that names an experiment in the cache."""
-    kwargs = {k: v for k, v in fit_kwargs.items() if k not in ("progress", "device")}
+    kwargs = {k: v for k, v in _flat_fit_kwargs(fit_kwargs).items() if k not in ("progress", "device")}
     if "param_groups" in kwargs and kwargs["param_groups"] is not None:  # parameters -> their names and settings
         names = {id(p): n for n, p in model.named_parameters()}
         kwargs["param_groups"] = [

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .evaluation import eval_mode
+
 
 def _device_of(model: nn.Module) -> torch.device:
     try:
@@ -37,16 +39,12 @@ def extract_features(model: nn.Module, images: torch.Tensor, batch_size: int = 5
     """
     if images.ndim != 4:
         raise ValueError(f"expected images of shape (N, C, H, W), got {tuple(images.shape)}")
-    was_training = model.training
-    model.eval()
     device = _device_of(model)
     out = []
-    try:
+    with eval_mode(model):
         for start in range(0, len(images), batch_size):
             x = images[start : start + batch_size].to(device, dtype=torch.float32)
             out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, getattr(model, "num_features", 0))
 
 
@@ -107,30 +105,40 @@ def project_2d(features: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def stage_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The feature map after the stem (``"stem"``) and after each stage (``"layer1"`` ...), in eval mode."""
-    was_training = model.training
-    model.eval()
+    """The feature map after the stem (``"stem"``) and after each stage (``"layer1"`` ...), in eval mode.
+
+    Recorded by forward hooks while the model's own ``forward_features`` runs; the last map is what
+    ``forward_features`` returns, so a pre-activation net's final BN-ReLU is part of it.
+    """
+    maps: dict[str, torch.Tensor] = {}
+
+    def keep(name):
+        return lambda module, inputs, output: maps.__setitem__(name, output.cpu())
+
+    modules = {"stem": model.maxpool, **dict(zip(model.stage_names, model.stages(), strict=True))}
+    hooks = [module.register_forward_hook(keep(name)) for name, module in modules.items()]
     try:
-        x = x.to(_device_of(model), dtype=torch.float32)
-        out = model.maxpool(model.relu(model.bn1(model.conv1(x))))
-        maps = {"stem": out.cpu()}
-        for name, stage in zip(model.stage_names, model.stages(), strict=True):
-            out = stage(out)
-            maps[name] = out.cpu()
+        with eval_mode(model):
+            maps[model.stage_names[-1]] = model.forward_features(x.to(_device_of(model), dtype=torch.float32)).cpu()
     finally:
-        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
     return maps
 
 
 @torch.no_grad()
 def class_activation_map(
-    model: nn.Module, x: torch.Tensor, class_idx: int | torch.Tensor | None = None, upsample: bool = True
+    model: nn.Module,
+    x: torch.Tensor,
+    class_idx: int | torch.Tensor | None = None,
+    upsample: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class activation maps (Zhou et al. 2016) of a batch of images.
 
-    A ResNet ends with global average pooling and one linear layer, so its logit for class c is the
-    spatial mean of ``M_c(i, j) = sum_k w_ck f_k(i, j) + b_c``, where ``f`` is the last feature map. ``M_c``
-    is the class activation map: the logit, position by position, before the averaging.
+    A ResNet ends with global average pooling and one linear layer, so its logit for
+    class c is the spatial mean of ``M_c(i, j) = sum_k w_ck f_k(i, j) + b_c``, where
+    ``f`` is the last feature map. ``M_c`` is the class activation map: the logit,
+    position by position, before the averaging.
 
     Args:
         model: a ResNet with a linear classifier ``fc``.
@@ -139,25 +147,28 @@ def class_activation_map(
         upsample: resize the maps bilinearly to the input's height and width.
 
     Returns:
-        ``(maps, classes)``: maps (N, h, w) on the CPU, in logit units (their spatial mean is the logit,
-        before upsampling); classes (N,).
+        ``(maps, classes)``: maps (N, h, w) on the CPU, in logit units (their spatial
+        mean is the logit, before upsampling); classes (N,).
     """
     fc = model.get_classifier() if hasattr(model, "get_classifier") else model.fc
     if not isinstance(fc, nn.Linear):
-        raise ValueError("a class activation map needs a linear classifier after global average pooling")
-    was_training = model.training
-    model.eval()
-    try:
+        raise ValueError(
+            "a class activation map needs a linear classifier after global average "
+            "pooling"
+        )
+    with eval_mode(model):
         x = x.to(_device_of(model), dtype=torch.float32)
         feats = model.forward_features(x)  # (N, K, h, w)
-        maps_all = torch.einsum("ck,nkhw->nchw", fc.weight, feats) + fc.bias[None, :, None, None]
+        bias = fc.bias[None, :, None, None]
+        maps_all = torch.einsum("ck,nkhw->nchw", fc.weight, feats) + bias
         if class_idx is None:
             classes = maps_all.mean(dim=(2, 3)).argmax(dim=1)
         else:
-            classes = torch.as_tensor(class_idx, device=maps_all.device).long().expand(len(x))
+            classes = torch.as_tensor(class_idx, device=maps_all.device)
+            classes = classes.long().expand(len(x))
         maps = maps_all[torch.arange(len(x), device=maps_all.device), classes]
         if upsample:
-            maps = F.interpolate(maps[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-    finally:
-        model.train(was_training)
+            maps = F.interpolate(
+                maps[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False
+            )[:, 0]
     return maps.cpu(), classes.cpu()

@@ -48,9 +48,12 @@ def _select(model: nn.Module, stages) -> list[nn.Module]:
 
 
 def freeze(model: nn.Module, stages="all") -> nn.Module:
-    """Stop training the given parts (``"all"``: everything but the head; or names such as
-    ``["stem", "layer1"]``): their parameters get ``requires_grad=False`` and their BatchNorm
-    layers keep their running statistics (see :func:`freeze_bn_stats`)."""
+    """Stop training the given parts.
+
+    ``stages`` is ``"all"`` (everything but the head) or names such as
+    ``["stem", "layer1"]``. Their parameters get ``requires_grad=False`` and their
+    BatchNorm layers keep their running statistics (see ``freeze_bn_stats``).
+    """
     for module in _select(model, stages):
         for p in module.parameters():
             p.requires_grad_(False)
@@ -76,10 +79,14 @@ def _eval_mode(module: nn.Module, inputs) -> None:
 
 
 def freeze_bn_stats(model: nn.Module) -> nn.Module:
-    """Make every BatchNorm in ``model`` normalise with its running statistics, and stop updating them,
-    even inside ``model.train()`` (a forward pre-hook puts the layer in eval mode)."""
+    """Make every BatchNorm in ``model`` normalise with its running statistics and stop
+    updating them, even inside ``model.train()``.
+
+    A forward pre-hook puts each layer in eval mode before its forward pass.
+    """
     for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not hasattr(m, "_frozen_bn_hook"):
+        is_bn = isinstance(m, nn.modules.batchnorm._BatchNorm)
+        if is_bn and not hasattr(m, "_frozen_bn_hook"):
             m._frozen_bn_hook = m.register_forward_pre_hook(_eval_mode)
     return model
 
@@ -88,26 +95,38 @@ def trainable_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def stage_param_groups(model: nn.Module, lrs: Mapping[str, float], head_lr: float | None = None,
-                       default_lr: float | None = None) -> list[dict]:
+def stage_param_groups(
+    model: nn.Module,
+    lrs: Mapping[str, float],
+    head_lr: float | None = None,
+    default_lr: float | None = None,
+) -> list[dict]:
     """Optimizer parameter groups, one per part, each with its own learning rate.
 
-    ``lrs`` maps part names (``"stem"``, ``"layer1"``, ...) to learning rates; ``head_lr`` is the head's;
-    parts not named use ``default_lr`` (left out when it is ``None``). Frozen parameters are left out.
-    Pass the result as ``fit(..., param_groups=groups)``.
+    ``lrs`` maps part names (``"stem"``, ``"layer1"``, ...) to learning rates;
+    ``head_lr`` is the head's; parts not named use ``default_lr`` (left out when it is
+    ``None``). Frozen parameters are left out. Pass the result as
+    ``fit(..., param_groups=groups)``.
     """
     parts = model_parts(model)
     unknown = [n for n in lrs if n not in parts]
     if unknown:
-        raise FinetuneError(f"unknown part(s) {unknown}; the model's parts are {list(parts)}")
+        raise FinetuneError(
+            f"unknown part(s) {unknown}; the model's parts are {list(parts)}"
+        )
     groups = []
     for name, modules in parts.items():
-        lr = head_lr if name == HEAD and head_lr is not None else lrs.get(name, default_lr)
+        lr = lrs.get(name, default_lr)
+        if name == HEAD and head_lr is not None:
+            lr = head_lr
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
         if lr is not None and params:
             groups.append({"params": params, "lr": lr, "name": name})
     if not groups:
-        raise FinetuneError("no trainable parameters in the requested groups; unfreeze some parts first")
+        raise FinetuneError(
+            "no trainable parameters in the requested groups; "
+            "unfreeze some parts first"
+        )
     return groups
 
 
@@ -202,7 +221,3 @@ def _load_backbone(net: nn.Module, state: Mapping[str, torch.Tensor], what: str)
             "pass the model= the weights were made for"
         )
 
-
-def copy_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached CPU copy of the model's weights (to compare before and after fine-tuning)."""
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

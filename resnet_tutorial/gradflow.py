@@ -18,11 +18,11 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
-from .models.resnet import ResNet
+from .models.blocks import BasicBlock, Bottleneck, PreActBasicBlock
+from .models.blocks import changes_shape as _changes_shape
+from .models.resnet import PREACT_BLOCKS, ResNet
 
 ORIGINAL_BLOCKS = (BasicBlock, Bottleneck)
-PREACT_BLOCKS = (PreActBasicBlock, PreActBottleneck)
 
 
 def remove_batchnorm(model: nn.Module) -> nn.Module:
@@ -83,8 +83,7 @@ def named_blocks(model: ResNet) -> list[tuple[str, nn.Module]]:
 def changes_shape(block: nn.Module) -> bool:
     """Whether a block's output has another shape than its input (stride or width changes)."""
     convs = [c for c in (getattr(block, n, None) for n in ("conv1", "conv2", "conv3")) if c is not None]
-    stride = max(c.stride[0] for c in convs)
-    return stride != 1 or convs[0].in_channels != convs[-1].out_channels
+    return _changes_shape(convs[0].in_channels, convs[-1].out_channels, max(c.stride[0] for c in convs))
 
 
 def is_residual(block: nn.Module) -> bool:
@@ -165,9 +164,9 @@ def deletion_study(model: ResNet, data, *, batch_size=500, device=None) -> list[
 #: The degradation experiment of the book (chapters 2 and 5) in each profile: the data, the stage widths, the
 #: seeds and one training recipe for every net. "paper" is the paper's CIFAR-10 recipe (Sec. 4.2: batch 128,
 #: lr 0.1 divided by 10 at 32k and 48k iterations of 64k, i.e. epochs 82 and 123 of 164; weight decay 1e-4,
-#: momentum 0.9). "cpu" is sized for CI (issue 9: at most about 6 minutes on one idle core for all twelve
-#: nets): MNIST-5k at half width, three seeds, batch 64 so that 6 epochs are 378 SGD steps (63 per epoch),
-#: bf16 autocast and channels_last (together about 2x faster than fp32 on a CPU with bf16 support).
+#: momentum 0.9). "cpu" is sized for CI (issue 9; the twelve nets take about 7 CPU minutes on one core):
+#: MNIST-5k at half width, three seeds, batch 64 so that 6 epochs are 378 SGD steps (63 per epoch), bf16
+#: autocast and channels_last (together 1.5-2x faster than fp32 on a CPU with bf16 support).
 #: A profile without "seeds" runs seed 0 only.
 DEGRADATION_SETUP = {
     "cpu": dict(
@@ -229,8 +228,8 @@ def degradation_experiment(
 ) -> dict:
     """Train each CIFAR-style net of ``names`` on ``data`` with one recipe (Figs. 1, 6).
 
-    Every net starts from ``seed`` (weights, batch order, augmentation) and is trained by
-    ``experiments.cached_fit``: a second run, or another chapter asking for the same
+    Every net starts from ``seed`` (weights, batch order, augmentation) and is trained
+    by ``experiments.cached_fit``: a second run, or another chapter asking for the same
     nets, loads them. Per-layer gradient norms are recorded on the way. After every
     epoch the net is measured in eval mode on the clean training images
     (``clean_train_error``, ``clean_train_loss``); the last epoch also gets the
@@ -248,9 +247,8 @@ def degradation_experiment(
     results = {}
     for name in names:
         seed_everything(seed)
-        model = create_model(
-            name, in_chans=data.in_chans, num_classes=data.num_classes, channels=channels
-        )
+        model = create_model(name, channels=channels, in_chans=data.in_chans,
+                             num_classes=data.num_classes)
         history = cached_fit(
             model, view, tag=f"degradation-{name}", epochs=epochs, seed=seed,
             record_grad_norms=True, **fit_kwargs,
@@ -268,7 +266,11 @@ def degradation_experiment(
 
 
 def degradation_seeds(
-    data, names=("plain20", "plain56", "resnet20", "resnet56"), *, seeds=(0, 1, 2), **kwargs
+    data,
+    names=("plain20", "plain56", "resnet20", "resnet56"),
+    *,
+    seeds=(0, 1, 2),
+    **kwargs,
 ) -> dict:
     """``degradation_experiment`` once per seed: ``{seed: {name: (model, History)}}``.
 
@@ -282,7 +284,9 @@ def degradation_seeds(
     return {seed: runs[seed] for seed in sorted(seeds)}
 
 
-def gradient_profile(model: ResNet, x: torch.Tensor, y: torch.Tensor, loss_fn=None):
+def gradient_profile(
+    model: ResNet, x: torch.Tensor, y: torch.Tensor, loss_fn=None
+) -> dict:
     """Where the gradient of one batch goes, from one backward pass.
 
     Returns {"weights": {layer: gradient norm}, "blocks": {block: dL/dx_l}}: the

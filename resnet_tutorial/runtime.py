@@ -1,4 +1,4 @@
-"""Where and how the code runs: the profile, the device, seeds, and a timer.
+"""Where and how the code runs: the profile, the device, seeds.
 
 One setting chooses the profile: the environment variable ``RESNET_TUTORIAL_PROFILE``.
 
@@ -14,8 +14,6 @@ from __future__ import annotations
 import os
 import platform
 import random
-import time
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -67,18 +65,3 @@ def describe_environment(device: torch.device | None = None) -> str:
     else:
         where += f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     return f"profile={get_profile()} | device={where} | torch {torch.__version__} | Python {platform.python_version()}"
-
-
-@contextmanager
-def timer():
-    """``with timer() as t: ...``; afterwards ``t.seconds`` holds the elapsed wall-clock time."""
-
-    class _Elapsed:
-        seconds = 0.0
-
-    elapsed = _Elapsed()
-    start = time.perf_counter()
-    try:
-        yield elapsed
-    finally:
-        elapsed.seconds = time.perf_counter() - start

@@ -11,22 +11,35 @@ from resnet_tutorial import data as rd
 from resnet_tutorial.data import DataError, load_dataset
 
 
-def write_cifar10_fixture(root, n_per_batch=50, seed=0):
-    """A tiny CIFAR-10 in the official python-version layout (pickled dict batches); returns the images."""
+def write_cifar10_fixture(root, monkeypatch, n_per_batch=50, seed=0):
+    """A tiny CIFAR-10 in the official python-version layout: protocol-2 pickles of the dicts the official
+    (Python 2) files hold. Returns the batches.
+
+    torchvision checks each file's MD5 against the official release; the fixture's MD5s are registered in
+    its place (``CIFAR10.train_list``, ``test_list``, ``meta``), so the check itself still runs.
+    """
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import calculate_md5
+
     folder = os.path.join(root, "cifar-10-batches-py")
     os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(seed)
-    batches = {}
+    batches, md5 = {}, {}
     for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
         data = rng.integers(0, 256, size=(n_per_batch, 3072), dtype=np.uint8)
         labels = [int(v) for v in rng.integers(0, 10, size=n_per_batch)]
         with open(os.path.join(folder, name), "wb") as f:
-            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                         b"filenames": [b"x.png"] * n_per_batch}, f)
+            pickle.dump({"batch_label": name, "labels": labels, "data": data,
+                         "filenames": ["x.png"] * n_per_batch}, f, protocol=2)
         batches[name] = (data, labels)
-    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     with open(os.path.join(folder, "batches.meta"), "wb") as f:
-        pickle.dump({b"label_names": names, b"num_cases_per_batch": n_per_batch, b"num_vis": 3072}, f)
+        pickle.dump({"label_names": names, "num_cases_per_batch": n_per_batch, "num_vis": 3072}, f, protocol=2)
+    for name in [*batches, "batches.meta"]:
+        md5[name] = calculate_md5(os.path.join(folder, name))
+    monkeypatch.setattr(CIFAR10, "train_list", [[n, md5[n]] for n in batches if n != "test_batch"])
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5["batches.meta"]})
     return batches
 
 
@@ -66,8 +79,8 @@ def test_digits_scaled_and_resized():
     assert big.std != d.std  # statistics recomputed on the resized images
 
 
-def test_cifar10_fixture_in_official_format_loads(tmp_path):
-    batches = write_cifar10_fixture(tmp_path)
+def test_cifar10_fixture_in_official_format_loads(tmp_path, monkeypatch):
+    batches = write_cifar10_fixture(tmp_path, monkeypatch)
     d = load_dataset("cifar10", data_dir=str(tmp_path), download=False)
     assert (len(d.train), len(d.test)) == (250, 50)
     assert d.train.images.shape[1:] == (3, 32, 32) and d.train.images.dtype == torch.uint8
@@ -81,15 +94,32 @@ def test_cifar10_fixture_in_official_format_loads(tmp_path):
     assert len(load_dataset("cifar10", data_dir=str(tmp_path / "cifar-10-batches-py"), download=False).test) == 50
 
 
-def test_malformed_cifar10_gives_data_error(tmp_path):
-    write_cifar10_fixture(tmp_path, n_per_batch=4)
-    with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "wb") as f:
-        pickle.dump({b"data": np.zeros((4, 100), np.uint8), b"labels": [0] * 4}, f)
-    with pytest.raises(DataError, match="data_batch_3"):
+def test_damaged_cifar10_gives_one_data_error_saying_what_to_do(tmp_path, monkeypatch):
+    write_cifar10_fixture(tmp_path, monkeypatch, n_per_batch=4)
+    folder = tmp_path / "cifar-10-batches-py"
+    with open(folder / "data_batch_3", "wb") as f:  # well-formed, but not the file whose MD5 is known
+        pickle.dump({"data": np.zeros((4, 3072), np.uint8), "labels": [0] * 4}, f, protocol=2)
+    with pytest.raises(DataError, match=r"data_batch_3 has the wrong MD5.*download it again") as err:
         load_dataset("cifar10", data_dir=str(tmp_path), download=False)
-    (tmp_path / "cifar-10-batches-py" / "data_batch_4").write_bytes(b"\x80\x04garbage")
-    os.remove(tmp_path / "cifar-10-batches-py" / "data_batch_3")
-    with pytest.raises(DataError, match="data_batch_3"):
+    assert "data_batch_1" not in str(err.value) and "\n" not in str(err.value)
+    (folder / "data_batch_4").write_bytes(b"\x80\x04garbage")
+    os.remove(folder / "data_batch_3")
+    with pytest.raises(DataError, match="data_batch_3 is missing; data_batch_4 has the wrong MD5"):
+        load_dataset("cifar10", data_dir=str(tmp_path), download=False)
+    monkeypatch.setattr(rd, "_online", lambda *a, **k: False)  # allowed to download, but offline
+    with pytest.raises(DataError, match="missing or damaged.*offline"):
+        load_dataset("cifar10", data_dir=str(tmp_path), download=True)
+
+
+def test_official_cifar10_checksums_are_checked(tmp_path, monkeypatch):
+    """Without the fixture's MD5s registered, torchvision's official ones refuse the fixture."""
+    from torchvision.datasets import CIFAR10
+
+    official = CIFAR10.train_list[0][1]
+    write_cifar10_fixture(tmp_path, monkeypatch, n_per_batch=2)
+    monkeypatch.undo()
+    assert CIFAR10.train_list[0][1] == official
+    with pytest.raises(DataError, match="data_batch_1 has the wrong MD5"):
         load_dataset("cifar10", data_dir=str(tmp_path), download=False)
 
 
@@ -120,7 +150,7 @@ def test_auto_prefers_cifar10_copy_else_mnist(tmp_path, monkeypatch, capsys):
     assert d.name == "mnist5k"
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "MNIST-5k" in out[0] and "--dataset cifar10 downloads it" in out[0]
-    write_cifar10_fixture(tmp_path, n_per_batch=4)
+    write_cifar10_fixture(tmp_path, monkeypatch, n_per_batch=4)
     d = load_dataset("auto", data_dir=str(tmp_path))
     assert d.name == "cifar10"
     assert "CIFAR-10" in capsys.readouterr().out
@@ -176,8 +206,8 @@ def test_digit_augmentation_shifts_but_never_flips():
     assert torch.isclose(x.min(), d.normalize(torch.zeros(1, 1, 1, 1, dtype=torch.uint8)).min())  # black border
 
 
-def test_cifar_augmentation_crops_and_flips(tmp_path):
-    write_cifar10_fixture(tmp_path, n_per_batch=2)
+def test_cifar_augmentation_crops_and_flips(tmp_path, monkeypatch):
+    write_cifar10_fixture(tmp_path, monkeypatch, n_per_batch=2)
     d = load_dataset("cifar10", data_dir=str(tmp_path), download=False)
     img = d.train.images[:1]
     batch = d.augment(img.repeat(64, 1, 1, 1), torch.Generator().manual_seed(0))

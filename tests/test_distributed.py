@@ -65,3 +65,35 @@ def test_torchrun_launches_the_cli(tmp_path):
     assert summary["world_size"] == 2 and summary["dataset"] == "digits"
     assert proc.stdout.count("test accuracy") == 1  # only rank 0 prints and writes
     assert sorted(os.listdir(out)) == ["checkpoint.pt", "summary.json"]
+
+
+def _one_digit_repeated(n=16):
+    from resnet_tutorial.data import ImageData, Split
+
+    image = torch.zeros(1, 1, 12, 12, dtype=torch.uint8)
+    image[..., 4:8, 5:7] = 255  # a small bar: every shift moves it visibly
+    split = Split(image.repeat(n, 1, 1, 1), torch.zeros(n, dtype=torch.long))
+    return ImageData("bar", ["bar"], split, split, (0.1,), (0.3,), "test", augmentation="shift")
+
+
+def test_ranks_share_the_shuffle_but_draw_their_own_augmentation():
+    data = _one_digit_repeated()
+    kw = dict(batch_size=8, shuffle=True, augment=True, device="cpu", seed=3, world_size=2)
+    r0, r1 = (next(iter(data.loader("train", rank=r, **kw)))[0] for r in (0, 1))
+    # All images are the same, so the two ranks' batches differ only if their augmentations do.
+    assert not torch.equal(r0, r1)
+    plain = dict(kw, augment=False)
+    shares = [data.loader("train", rank=r, **plain)._indices(torch.Generator().manual_seed(3)) for r in (0, 1)]
+    assert sorted(torch.cat(shares).tolist()) == list(range(16))  # disjoint shares covering the split
+    # One process is unchanged: the same (seed, epoch) gives the same batches.
+    single = dict(kw, world_size=1)
+    assert torch.equal(next(iter(data.loader("train", **single)))[0], next(iter(data.loader("train", **single)))[0])
+
+
+def test_seed_this_rank_outside_a_run_is_plain_seeding():
+    from resnet_tutorial.distributed import seed_this_rank
+
+    seed_this_rank(5)
+    a = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(a, torch.rand(3))

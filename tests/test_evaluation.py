@@ -48,7 +48,7 @@ def test_confusion_and_per_class_match_sklearn():
     pred[:5] = 3  # class 3 predicted more often
     cm = confusion_matrix(torch.from_numpy(pred), torch.from_numpy(y), 4)
     assert cm.tolist() == sk_cm(y, pred, labels=range(4)).tolist()
-    rows = per_class_metrics(cm, ["a", "b", "c", "d"])
+    rows = per_class_metrics(torch.from_numpy(pred), torch.from_numpy(y), ["a", "b", "c", "d"])
     p, r, f, s = precision_recall_fscore_support(y, pred, labels=range(4), zero_division=0)
     for i, row in enumerate(rows):
         assert row["precision"] == pytest.approx(p[i]) and row["recall"] == pytest.approx(r[i])

@@ -103,6 +103,26 @@ def test_stage_outputs_last_map_is_forward_features(model):
         torch.testing.assert_close(stage_outputs(model, x)["layer3"], model.forward_features(x))
 
 
+def test_stage_outputs_of_a_preact_net_include_its_final_bn_and_keep_the_mode():
+    from resnet_tutorial.gradflow import cifar_net
+
+    torch.manual_seed(0)
+    net = cifar_net(8, preact=True, in_chans=1, num_classes=4, channels=(4, 8))
+    with torch.no_grad():  # non-trivial statistics for the final BN, so leaving it out would show
+        net.final_bn.running_mean.normal_()
+        net.final_bn.running_var.uniform_(0.5, 2.0)
+    net.train()
+    x = torch.randn(3, 1, 12, 12)
+    maps = stage_outputs(net, x)
+    assert net.training  # restored
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(maps["stem"], net.conv1(x))
+        torch.testing.assert_close(maps["layer2"], net.forward_features(x))
+        assert (maps["layer2"] >= 0).all()  # after the final ReLU
+        assert not torch.allclose(maps["layer2"], net.layer2(net.layer1(net.conv1(x))))
+
+
 def test_class_activation_map_averages_to_the_logit(model):
     x = torch.randn(5, 1, 12, 12)
     with torch.no_grad():

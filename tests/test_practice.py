@@ -28,12 +28,13 @@ def test_mnist_resnet20_is_the_same_experiment_on_every_call(monkeypatch, tmp_pa
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
 
 
-def test_the_recipe_trains_with_sgd_arguments_fit_knows():
-    import inspect
+def test_the_recipe_is_the_books_cpu_recipe_and_unpacks_like_a_dict():
+    from resnet_tutorial.training import CPU_RECIPE, Recipe
 
-    from resnet_tutorial.training import fit
-
-    assert set(practice.MNIST_RESNET20_RECIPE) <= set(inspect.signature(fit).parameters)
+    recipe = practice.MNIST_RESNET20_RECIPE
+    assert recipe is CPU_RECIPE and isinstance(recipe, Recipe)
+    as_dict = {**recipe, "augment": False}  # what chapters written for the old dict do
+    assert Recipe(**as_dict) == recipe.replace(augment=False) and as_dict["epochs"] == recipe.epochs
 
 
 def test_the_lock_serialises_two_holders(tmp_path, monkeypatch):

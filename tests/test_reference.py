@@ -1,6 +1,7 @@
 """The comparison with timm and torchvision, and the `models` and `compare` commands."""
 
 import pytest
+import torch
 
 from resnet_tutorial.cli import main
 from resnet_tutorial.errors import ResnetTutorialError
@@ -8,6 +9,8 @@ from resnet_tutorial.reference import (
     format_parity,
     format_ratios,
     format_speed,
+    paired_speed_ratios,
+    parity_report,
     reference_model,
     speed_comparison,
     speed_ratios,
@@ -71,3 +74,42 @@ def test_format_parity_reports_each_direction():
     }
     text = format_parity(report)
     assert "identical" in text and "DIFFERENT" in text
+
+
+def test_paired_speed_ratios_pair_rounds_and_take_the_median():
+    def row(impl, times):
+        return {"impl": impl, "mode": "train", "format": "nchw", "times_ms": times}
+
+    # Round 2 was hit by load for both contestants alike; round 3 only for timm: the median ignores it.
+    rows = [row("ours", [10.0, 30.0, 10.0]), row("timm", [11.0, 33.0, 50.0]), row("torchvision", [9.0, 27.0, 9.0])]
+    ratios = paired_speed_ratios(rows)
+    assert ratios["timm"] == pytest.approx(1.1) and ratios["torchvision"] == pytest.approx(0.9)
+
+
+def test_speed_rows_keep_every_round():
+    rows = speed_comparison("resnet18", batch_size=1, image_size=32, repeats=3, progress=False, device="cpu",
+                            modes=("infer",), memory_formats=("nchw",))
+    assert all(len(r["times_ms"]) == 3 for r in rows)
+    assert set(paired_speed_ratios(rows)) == {"timm", "torchvision"}
+
+
+def test_parity_reports_a_missing_key_instead_of_claiming_a_strict_load(monkeypatch):
+    import resnet_tutorial.reference as reference
+
+    real = reference.reference_model
+
+    def with_an_extra_buffer(name, library, **kwargs):
+        model = real(name, library, **kwargs)
+        model.register_buffer("extra", torch.zeros(1))  # a key that our model does not have
+        return model
+
+    monkeypatch.setattr(reference, "reference_model", with_an_extra_buffer)
+    report = reference.parity_report("resnet18", libraries=("torchvision",), image_size=32, batch_size=1)
+    assert [r["strict_load"] for r in report["results"]] == [False, False]
+    assert not any(r["ok"] for r in report["results"])
+    assert "DIFFERENT" in format_parity(report) and " NO " in format_parity(report)
+
+
+def test_parity_of_a_faithful_copy_is_bit_for_bit():
+    report = parity_report("resnet18", libraries=("torchvision",), image_size=32, batch_size=1)
+    assert all(r["strict_load"] and r["tensors_equal"] and r["identical"] for r in report["results"])

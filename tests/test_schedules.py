@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from resnet_tutorial.training import SCHEDULES, make_scheduler
+from resnet_tutorial.training import make_scheduler
 
 
 def rates(schedule, epochs, steps_per_epoch, **kwargs):
@@ -40,9 +40,9 @@ def test_cosine_with_warmup():
     check_warmup_then_cosine(rates("cosine", epochs=10, steps_per_epoch=10, warmup_epochs=2), warmup=20)
 
 
-@pytest.mark.skipif("onecycle" not in SCHEDULES, reason="the one-cycle schedule was renamed")
-def test_onecycle_warms_up_for_a_quarter():
-    check_warmup_then_cosine(rates("onecycle", epochs=8, steps_per_epoch=10), warmup=20)
+def test_warmup_cosine_warms_up_for_a_quarter():
+    # "warmup_cosine" (once called "onecycle") warms up over the first quarter of the steps
+    check_warmup_then_cosine(rates("warmup_cosine", epochs=8, steps_per_epoch=10), warmup=20)
 
 
 def test_step_with_warmup():

@@ -34,6 +34,22 @@ def weights_equal(a, b):
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def run_until_killed(monkeypatch, epoch: int, run) -> None:
+    """Call ``run()``, which trains with a checkpoint, and "kill" it once the checkpoint of ``epoch`` is written."""
+    real_save = ckpt_module.save_checkpoint
+
+    def save_then_die(*args, epoch, **kw):
+        real_save(*args, epoch=epoch, **kw)
+        if epoch == stop:
+            raise KeyboardInterrupt
+
+    stop = epoch
+    monkeypatch.setattr(ckpt_module, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(ckpt_module, "save_checkpoint", real_save)
+
+
 def test_fit_learns_and_returns_history(digits):
     model = tiny()
     h = fit(model, digits, epochs=6, batch_size=32, lr=0.05, progress=False, device="cpu")
@@ -135,17 +151,7 @@ def test_resume_gives_identical_weights(digits, tmp_path, monkeypatch):
 
     # The same run, interrupted after epoch 2 (its checkpoint is written, then the process "dies") ...
     path = tmp_path / "run" / "checkpoint.pt"
-    real_save = ckpt_module.save_checkpoint
-
-    def save_then_die(*args, epoch, **kw):
-        real_save(*args, epoch=epoch, **kw)
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(ckpt_module, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        fit(tiny(1), digits, checkpoint_path=path, **kwargs)
-    monkeypatch.setattr(ckpt_module, "save_checkpoint", real_save)
+    run_until_killed(monkeypatch, 2, lambda: fit(tiny(1), digits, checkpoint_path=path, **kwargs))
     assert os.listdir(tmp_path / "run") == ["checkpoint.pt"]  # no temporary file left behind
 
     # ... and resumed by a fresh model, with the global RNGs disturbed in between.

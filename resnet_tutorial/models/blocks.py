@@ -35,9 +35,11 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
 
 
 class PadShortcut(nn.Module):
-    """Shortcut option A of He et al. (2016a): identity, subsampled by ``stride``, with zero-padded channels.
+    """Shortcut option A of He et al. (2016a): identity, subsampled by ``stride``, with
+    zero-padded channels.
 
-    It has no parameters: where the number of channels grows, the new channels are zeros.
+    It has no parameters: where the number of channels grows, the new channels are
+    zeros.
     """
 
     def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
@@ -54,12 +56,17 @@ class PadShortcut(nn.Module):
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
         if self.extra:
-            # Pad the channel dimension: (W_left, W_right, H_top, H_bottom, C_front, C_back).
+            # Pad the channels: (W_left, W_right, H_top, H_bottom, C_front, C_back).
             x = F.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
         return x
 
     def extra_repr(self) -> str:
         return f"stride={self.stride}, extra_channels={self.extra}"
+
+
+def changes_shape(in_planes: int, out_planes: int, stride: int) -> bool:
+    """Whether a block's output has another shape than its input (stride or width changes)."""
+    return stride != 1 or in_planes != out_planes
 
 
 def make_shortcut(
@@ -71,19 +78,21 @@ def make_shortcut(
 ) -> nn.Module | None:
     """The shortcut of a block, by the paper's options.
 
-    * ``"A"``: identity; zero-padded, strided identity where the shape changes (no parameters).
-    * ``"B"``: identity; 1x1 projection (conv + BN) where the shape changes (torchvision, timm).
+    * ``"A"``: identity; zero-padded, strided identity where the shape changes
+      (no parameters).
+    * ``"B"``: identity; 1x1 projection (conv + BN) where the shape changes
+      (torchvision, timm).
     * ``"C"``: 1x1 projection on every block.
 
     ``None`` means a plain identity. ``norm_layer`` (default: BN) follows a projection.
     """
-    changes_shape = stride != 1 or in_planes != out_planes
+    reshapes = changes_shape(in_planes, out_planes, stride)
     option = option.upper()
     if option not in ("A", "B", "C"):
         raise ModelConfigError(f"shortcut must be 'A', 'B' or 'C', got {option!r}")
     if option == "A":
-        return PadShortcut(in_planes, out_planes, stride) if changes_shape else None
-    if option == "B" and not changes_shape:
+        return PadShortcut(in_planes, out_planes, stride) if reshapes else None
+    if option == "B" and not reshapes:
         return None
     norm_layer = norm_layer or nn.BatchNorm2d
     return nn.Sequential(conv1x1(in_planes, out_planes, stride), norm_layer(out_planes))
@@ -106,11 +115,12 @@ def bottleneck_width(planes: int, groups: int = 1, width_per_group: int = 64) ->
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convolutions and a shortcut: y = relu(F(x) + x), Fig. 2 of He et al. (2016a).
+    """Two 3x3 convolutions and a shortcut: y = relu(F(x) + x).
 
-    With ``residual=False`` the shortcut is dropped and the block is a plain two-layer stack, the
-    paper's "plain" baseline with exactly the same layers. ``groups`` and ``width_per_group`` exist
-    for a uniform signature; only 1 and 64 are allowed, as in torchvision.
+    The building block of Fig. 2 in He et al. (2016a). With ``residual=False`` the
+    shortcut is dropped and the block is a plain two-layer stack, the paper's "plain"
+    baseline with exactly the same layers. ``groups`` and ``width_per_group`` exist for
+    a uniform signature; only 1 and 64 are allowed, as in torchvision.
     """
 
     expansion = 1
@@ -156,20 +166,27 @@ class BasicBlock(nn.Module):
         return out
 
     def zero_init_last(self) -> None:
-        """Start the residual branch at zero, so that the block starts as the identity (Goyal et al. 2017)."""
+        """Start the residual branch at zero: the block starts as the identity.
+
+        As in Goyal et al. (2017).
+        """
         nn.init.zeros_(self.bn2.weight)
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3, 1x1 expand (x4), and a shortcut: Fig. 5 (right) of He et al. (2016a).
+    """1x1 reduce, 3x3, 1x1 expand (x4), and a shortcut.
 
-    ``stride_in_1x1=False`` puts the stride on the 3x3 convolution: "ResNet v1.5", as torchvision and
-    timm do. ``stride_in_1x1=True`` is the paper's original v1, which strides the first 1x1 and so
-    throws away three quarters of its input before looking at it.
+    The bottleneck block of Fig. 5 (right) in He et al. (2016a).
 
-    ``groups`` and ``width_per_group`` set the inner width ``bottleneck_width(planes, ...)``: with
-    ``groups=32, width_per_group=4`` the 3x3 is a grouped convolution of cardinality 32 (ResNeXt,
-    Xie et al. 2017); ``width_per_group=128`` doubles the inner width (Wide ResNet-50-2).
+    ``stride_in_1x1=False`` puts the stride on the 3x3 convolution: "ResNet v1.5", as
+    torchvision and timm do. ``stride_in_1x1=True`` is the paper's original v1, which
+    strides the first 1x1 and so throws away three quarters of its input before
+    looking at it.
+
+    ``groups`` and ``width_per_group`` set the inner width
+    ``bottleneck_width(planes, ...)``: with ``groups=32, width_per_group=4`` the 3x3 is
+    a grouped convolution of cardinality 32 (ResNeXt, Xie et al. 2017);
+    ``width_per_group=128`` doubles the inner width (Wide ResNet-50-2).
     """
 
     expansion = 4
@@ -227,10 +244,13 @@ class Bottleneck(nn.Module):
 
 
 class PreActBasicBlock(nn.Module):
-    """Pre-activation basic block, Fig. 4(e) of He et al. (2016b): x + conv(relu(bn(conv(relu(bn(x)))))).
+    """Pre-activation basic block, Fig. 4(e) of He et al. (2016b):
 
-    Nothing follows the addition: the shortcut path from block to block is a pure identity. The net
-    ends with the BN-ReLU the last block leaves out (``ResNet.final_bn``, ``ResNet.final_relu``).
+        y = x + conv(relu(bn(conv(relu(bn(x))))))
+
+    Nothing follows the addition: the shortcut path from block to block is a pure
+    identity. The net ends with the BN-ReLU the last block leaves out
+    (``ResNet.final_bn``, ``ResNet.final_relu``).
     """
 
     expansion = 1

@@ -20,6 +20,7 @@ from .blocks import (
     NormLayer,
     PreActBasicBlock,
     PreActBottleneck,
+    changes_shape,
     conv1x1,
     make_shortcut,
 )
@@ -175,8 +176,8 @@ class ResNet(nn.Module):
         for i in range(blocks):
             block_stride = stride if i == 0 else 1
             if self.preact:
-                changes_shape = block_stride != 1 or self.inplanes != out_planes
-                downsample = conv1x1(self.inplanes, out_planes, block_stride) if changes_shape else None
+                reshapes = changes_shape(self.inplanes, out_planes, block_stride)
+                downsample = conv1x1(self.inplanes, out_planes, block_stride) if reshapes else None
                 layers.append(block(self.inplanes, planes, block_stride, downsample, **width, **norm))
             else:
                 downsample = None
@@ -228,7 +229,10 @@ class ResNet(nn.Module):
         return [getattr(self, name) for name in self.stage_names]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Stem and stages: the feature map before pooling, shape (N, num_features, H/32, W/32) on ImageNet."""
+        """Stem and stages: the feature map before pooling.
+
+        Its shape is (N, num_features, H/32, W/32) on ImageNet.
+        """
         x = check_image_batch(x, self.in_chans)
         x = self.conv1(x)
         x = self.bn1(x)

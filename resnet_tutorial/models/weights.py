@@ -125,7 +125,11 @@ def _no_tag_message(arch: str, tag: str) -> str:
 
 
 def clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove the ``module.`` prefix that ``nn.DataParallel`` and DDP add, and ``_orig_mod.`` of torch.compile."""
+    """Remove the prefixes wrappers add to parameter names.
+
+    ``module.`` comes from ``nn.DataParallel`` and DDP, ``_orig_mod.`` from
+    ``torch.compile``.
+    """
     cleaned = {}
     for key, value in state.items():
         for prefix in ("module.", "_orig_mod."):
