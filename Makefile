@@ -131,10 +131,12 @@ book-zh: setup cjk-font conf.py
 	@echo "Open $(CURDIR)/$(ZH_HTML)/index.html"
 
 gettext: setup conf.py
-	$(BIN)/sphinx-build -q -b gettext -D nb_execution_mode=off . _build/gettext 2>&1 | grep -v 'mystnb.glue' || true
+	@mkdir -p _build
+	$(BIN)/sphinx-build -q -b gettext -D nb_execution_mode=off . _build/gettext 2> _build/gettext-warnings.txt
+	@grep -v 'mystnb.glue' _build/gettext-warnings.txt || true  # glue warnings: the notebooks are not executed
 	$(BIN)/sphinx-intl update -p _build/gettext -l zh_CN -d locales -w 0
 
-zh-check: setup
+zh-check: setup browser
 	RESNET_TUTORIAL_REQUIRE_ZH=1 $(BIN)/python -m pytest tests/test_zh.py -q
 
 # Headless Chromium for the browser test (Debian package; CI runs as root on Debian).
