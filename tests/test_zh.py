@@ -456,6 +456,7 @@ def test_the_theme_speaks_chinese():
     search = (HTML_ZH / "search.html").read_text(encoding="utf-8")
     assert "搜索" in search, "the search page is not in Chinese"
     chapter = next(p for p in toc_pages() if p.startswith("chapters/") and p not in PENDING)
+    assert (HTML_ZH / f"{chapter}.html").exists(), f"{chapter} was not built"
     assert re.search(r"<title>[^<]*[\u4e00-\u9fff]", (HTML_ZH / f"{chapter}.html").read_text(encoding="utf-8"))
 
 
