@@ -58,6 +58,7 @@ RIVALS = {
     "普通网络": ["朴素网络", "平坦网络", "平凡网络", "平原网络"],
     "残差连接": ["残差链接"],
     "轮次": ["时期", "纪元", "回合"],
+    "骨干网络": ["主干网络"],  # 主干 is the stem
 }
 REQUIRED = {  # English phrase (a regular expression, case-insensitive) -> the term its translation must contain
     r"\bresidual blocks?\b": "残差块",
