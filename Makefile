@@ -43,7 +43,7 @@ COLAB_SIM_DIR     ?= $(CURDIR)/_build/colab-sim
 COLAB_SIM_WORKERS ?= 2
 
 .PHONY: help setup mathjax test unit lint notebooks check-notebooks nbval book html-check browser clean \
-        colab-sim constraints
+        colab-sim constraints book-zh cjk-font gettext zh-check
 
 help:
 	@echo "make book             set up .venv and build the book (HTML in _build/html)"
@@ -51,6 +51,9 @@ help:
 	@echo "make notebooks        regenerate chapters/*.ipynb (for Colab) from chapters/*.md"
 	@echo "make nbval            execute every chapter notebook with nbval"
 	@echo "make html-check       link check and headless-browser test of the built book"
+	@echo "make book-zh          build the Chinese edition (中文版) in _build/html-zh"
+	@echo "make gettext          update the translation catalogues locales/zh_CN after an English change"
+	@echo "make zh-check         the checks on the Chinese edition (catalogues, glossary, built pages)"
 	@echo "make colab-sim        run every chapter's .ipynb as Colab would: fresh venv, install cell, empty folder"
 	@echo "make constraints      rewrite constraints.txt from what .venv has installed"
 
@@ -100,6 +103,42 @@ book: setup
 	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
 	@echo "Open $(CURDIR)/_build/html/index.html"
 
+# The Chinese edition (中文版) in _build/html-zh: the same chapters executed again (trained models from the
+# experiment cache), their prose from the gettext catalogues locales/zh_CN/LC_MESSAGES/<page>.po (CONTRIBUTING.md).
+# Jupyter Book 1's CLI cannot pass the language, so conf.py is generated from _config.yml and sphinx-build is
+# called with language=zh_CN; RESNET_TUTORIAL_LANGUAGE makes resnet_tutorial.plots.label draw Chinese figures.
+# The build is strict, and a figure with a character no installed font has ("Glyph ... missing") fails it.
+# `make gettext` re-extracts the English strings after an English change and updates the catalogues (a
+# changed string becomes fuzzy, a new one empty: tests/test_zh.py fails until they are translated).
+ZH_HTML       := _build/html-zh
+BOOK_ZH_FLAGS := -W -n --keep-going -q
+# myst-nb's toggle buttons are configuration, not gettext strings: their Chinese is set here.
+BOOK_ZH_DEFINES := -D language=zh_CN -D nb_code_prompt_show=显示代码 -D nb_code_prompt_hide=隐藏代码
+
+conf.py: _config.yml _toc.yml $(STAMP)
+	$(BIN)/jupyter-book config sphinx .
+
+# Debian's Noto CJK fonts for the Chinese figure labels (as root, like the `browser` target).
+cjk-font:
+	@fc-list :lang=zh family 2>/dev/null | grep -q "Noto Sans CJK SC" || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q --no-install-recommends fonts-noto-cjk; \
+	    else echo "error: the Chinese edition needs a CJK font: sudo apt-get install fonts-noto-cjk"; exit 2; fi; }
+
+book-zh: setup cjk-font conf.py
+	RESNET_TUTORIAL_LANGUAGE=zh_CN $(BIN)/sphinx-build -b html $(BOOK_ZH_DEFINES) $(BOOK_ZH_FLAGS) . $(ZH_HTML)
+	@! grep -rl --include='*.html' -e 'Glyph [0-9]* .* missing from' $(ZH_HTML) || \
+	  { echo "error: a figure of the Chinese edition has characters its font lacks (above)"; exit 1; }
+	@echo "Open $(CURDIR)/$(ZH_HTML)/index.html"
+
+gettext: setup conf.py
+	@mkdir -p _build
+	$(BIN)/sphinx-build -q -b gettext -D nb_execution_mode=off . _build/gettext 2> _build/gettext-warnings.txt
+	@grep -v 'mystnb.glue' _build/gettext-warnings.txt || true  # glue warnings: the notebooks are not executed
+	$(BIN)/sphinx-intl update -p _build/gettext -l zh_CN -d locales -w 0
+
+zh-check: setup browser
+	RESNET_TUTORIAL_REQUIRE_ZH=1 $(BIN)/python -m pytest tests/test_zh.py -q
+
 # Headless Chromium for the browser test (Debian package; CI runs as root on Debian).
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
@@ -113,7 +152,7 @@ html-check: setup browser
 colab-sim: setup check-notebooks
 	$(BIN)/python scripts/colab_sim.py --workdir $(COLAB_SIM_DIR) --workers $(COLAB_SIM_WORKERS) $(CHAPTERS_NB)
 
-test: lint unit nbval book html-check colab-sim
+test: lint unit nbval book html-check book-zh zh-check colab-sim
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache book/_mathjax
