@@ -98,6 +98,16 @@ def read_catalogue(path: Path) -> dict[str, tuple[str, bool]]:
     return {m.id: (m.string or "", "fuzzy" in m.flags) for m in catalogue if m.id and isinstance(m.id, str)}
 
 
+def prose_mentions(page: str, term: str) -> bool:
+    """Whether the Chinese prose of ``page`` (its catalogue's translations) contains ``term``."""
+    po = LOCALE / f"{page}.po"
+    return po.exists() and any(term in text for text, _ in read_catalogue(po).values())
+
+
+#: At least this many chapters use 残差 in their Chinese prose, so the search checks cannot pass empty.
+MIN_CHAPTERS_WITH_RESIDUAL = 5
+
+
 def untranslated(template: list[str], catalogue: dict[str, tuple[str, bool]]) -> tuple[list[str], list[str]]:
     """The msgids of ``template`` that ``catalogue`` leaves untranslated (missing or empty), and the fuzzy ones."""
     missing = [m for m in template if not catalogue.get(m, ("", False))[0]]
@@ -478,8 +488,10 @@ def test_search_index_finds_the_chapters_under_chinese_terms():
     for term in ("残差", "残差块", "梯度", "感受野"):
         assert found(term), f"searchindex.js has no term {term} (is jieba installed?)"
     hits = found("残差")
-    chapters = [p for p in toc_pages() if p.startswith("chapters/") and p not in PENDING and p in docs]
-    assert chapters and not [c for c in chapters if c not in hits], f"残差 does not find {set(chapters) - hits}"
+    # the chapters whose Chinese prose says 残差 (fine-tuning, say, may never need the word)
+    chapters = [p for p in toc_pages() if p.startswith("chapters/") and p not in PENDING and p in docs
+                and prose_mentions(p, "残差")]
+    assert len(chapters) >= MIN_CHAPTERS_WITH_RESIDUAL and not [c for c in chapters if c not in hits], f"残差 does not find {set(chapters) - hits}"
 
 
 # Headless Chromium: the language switch in both site layouts, and the search page.
@@ -587,6 +599,7 @@ def test_search_page_finds_the_chapters_for_a_chinese_query(browser):
         server.server_close()
     assert results, "searching 残差 in the Chinese edition found nothing"
     chapters = [p for p in toc_pages() if p.startswith("chapters/") and p not in PENDING
-                and (HTML_ZH / f"{p}.html").exists()]
+                and (HTML_ZH / f"{p}.html").exists() and prose_mentions(p, "残差")]
+    assert len(chapters) >= MIN_CHAPTERS_WITH_RESIDUAL
     missing = [c for c in chapters if not any(r and r.split("#")[0].endswith(f"{c}.html") for r in results)]
     assert not missing, f"searching 残差 does not list {missing}"
