@@ -41,6 +41,9 @@ NBVAL_CELL_TIMEOUT ?= 3600
 # chapter's .ipynb executed alone in an empty folder, in the CPU profile, reusing the cache of trained models.
 COLAB_SIM_DIR     ?= $(CURDIR)/_build/colab-sim
 COLAB_SIM_WORKERS ?= 2
+# and one Chinese notebook (chapters/zh_CN/, the Chinese edition's Colab button): its install cell adds a CJK
+# font and the Chinese figure labels
+COLAB_SIM_ZH      ?= chapters/zh_CN/01_background.ipynb
 
 .PHONY: help setup mathjax test unit lint notebooks check-notebooks nbval book html-check browser clean \
         colab-sim constraints book-zh cjk-font gettext zh-check
@@ -83,7 +86,7 @@ mathjax: $(MATHJAX)
 setup: $(STAMP) $(MATHJAX)
 
 lint: setup
-	$(BIN)/ruff check resnet_tutorial tests scripts
+	$(BIN)/ruff check resnet_tutorial tests scripts book/_ext
 
 unit: setup
 	$(BIN)/python -m pytest tests -q --ignore=tests/test_book_html.py
@@ -117,6 +120,8 @@ BOOK_ZH_DEFINES := -D language=zh_CN -D nb_code_prompt_show=显示代码 -D nb_c
 
 conf.py: _config.yml _toc.yml $(STAMP)
 	$(BIN)/jupyter-book config sphinx .
+	@# it leaves out the sys.path entry of _config.yml's local_extensions (book/_ext): add it
+	@printf '\nimport os, sys  # noqa\nsys.path.insert(0, os.path.join(os.path.dirname(__file__), "book", "_ext"))\n' >> conf.py
 
 # Debian's Noto CJK fonts for the Chinese figure labels (as root, like the `browser` target).
 cjk-font:
@@ -150,7 +155,8 @@ html-check: setup browser
 	RESNET_TUTORIAL_REQUIRE_BOOK=1 $(BIN)/python -m pytest tests/test_book_html.py -q
 
 colab-sim: setup check-notebooks
-	$(BIN)/python scripts/colab_sim.py --workdir $(COLAB_SIM_DIR) --workers $(COLAB_SIM_WORKERS) $(CHAPTERS_NB)
+	$(BIN)/python scripts/colab_sim.py --workdir $(COLAB_SIM_DIR) --workers $(COLAB_SIM_WORKERS) $(CHAPTERS_NB) \
+	  $(COLAB_SIM_ZH)
 
 test: lint unit nbval book html-check book-zh zh-check colab-sim
 

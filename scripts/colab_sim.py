@@ -222,16 +222,17 @@ def execute(notebook_path: Path, wheel: Path, jupyter_path: Path, out: Path, tim
 
 
 def run_one(args, notebook: Path, wheel: Path, jupyter_path: Path) -> tuple[str, float, str]:
-    out = args.workdir / "executed" / notebook.name
+    name = notebook.name if notebook.parent.name == "chapters" else f"{notebook.parent.name}/{notebook.name}"
+    out = args.workdir / "executed" / name  # chapters/zh_CN/NN.ipynb: executed/zh_CN/NN.ipynb
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, "--execute-one", str(notebook), "--wheel", str(wheel),
                            "--jupyter-path", str(jupyter_path), "--out", str(out), "--timeout", str(args.timeout)],
                           capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if proc.returncode == 0:
-        return notebook.name, seconds, ""
+        return name, seconds, ""
     tail = (proc.stdout + proc.stderr).strip().splitlines()[-25:]
-    return notebook.name, seconds, "\n".join(tail)
+    return name, seconds, "\n".join(tail)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,12 +35,32 @@ CODE_FENCE = re.compile(r"^ *(`{3,}|~{3,})")
 LABEL = re.compile(r"^\((?P<label>[\w.:-]+)\)=\s*$")
 ADMONITIONS = {"admonition", "note", "tip", "hint", "important", "warning", "caution", "attention", "danger",
                "error", "seealso", "todo", "exercise", "solution", "dropdown"}
+#: Where each translated edition is published, below BOOK_URL.
+EDITIONS = {"zh_CN": "zh/"}
+#: The words the rendering adds (admonition titles without an argument, notes on glued values).
+PHRASES = {"zh_CN": {
+    "Note": "注意", "Tip": "提示", "Hint": "提示", "Important": "重要", "Warning": "警告", "Caution": "小心",
+    "Attention": "注意", "Danger": "危险", "Error": "错误", "See also": "另请参阅", "Todo": "待办",
+    "Exercise": "练习", "Solution": "解答", "Dropdown": "展开",
+    "The bibliography is in the [book]({url}).": "参考文献见[本书]({url})。",
+    "(`{name}`: shown by the cells above)": "（`{name}`：由上面的单元格显示）",
+    "{names}: printed by the cells above, where the book shows the numbers in the text.":
+        "{names}：由上面的单元格打印；在书中，这些数值直接显示在正文里。",
+}}
 _LATEX_ACCENTS = {"'": "\u0301", '"': "\u0308", "`": "\u0300", "^": "\u0302", "~": "\u0303", "c": "\u0327"}
 
 
-def page_url(docname: str, anchor: str = "") -> str:
-    """The published page of ``docname`` (``chapters/02_residual_connections``), with an optional anchor."""
-    return f"{BOOK_URL}{docname}.html" + (f"#{anchor}" if anchor else "")
+def page_url(docname: str, anchor: str = "", language: str = "en") -> str:
+    """The published page of ``docname`` (``chapters/02_residual_connections``), with an optional anchor, in
+    the edition of ``language`` (the Chinese one is published under ``zh/``, as book/_static/language-switch.js
+    expects)."""
+    edition = "" if language == "en" else EDITIONS[language]
+    return f"{BOOK_URL}{edition}{docname}.html" + (f"#{anchor}" if anchor else "")
+
+
+def phrase(text: str, language: str = "en") -> str:
+    """One of the few phrases the rendering itself writes, in ``language``."""
+    return text if language == "en" else PHRASES[language].get(text, text)
 
 
 # --- bibliography -----------------------------------------------------------------------------------
@@ -119,14 +139,15 @@ def read_bibliography(path: Path = REFERENCES_BIB) -> dict[str, tuple[str, str]]
     return result
 
 
-def render_citation(keys: str, before: str, bib: dict[str, tuple[str, str]]) -> str:
-    url = page_url(BIBLIOGRAPHY)
+def render_citation(keys: str, before: str, bib: dict[str, tuple[str, str]], language: str = "en") -> str:
+    url = page_url(BIBLIOGRAPHY, language=language)
     parts = []
     for key in [k.strip() for k in keys.split(",") if k.strip()]:
         if key not in bib:
             raise KeyError(f"{{cite}}`{key}` is not in book/references.bib")
         authors, year = bib[key]
-        if len(keys.split(",")) == 1 and before.rstrip().endswith(authors):
+        named = (authors, authors.replace(" et al.", " 等人"), authors.replace(" et al.", "等人"))
+        if len(keys.split(",")) == 1 and before.rstrip().endswith(named):
             return f"([{year}]({url}))"  # "He et al. {cite}`he2016deep`": the authors are in the prose already
         parts.append(f"[{authors} ({year})]({url})")
     return "; ".join(parts)
@@ -165,38 +186,47 @@ def _labels() -> dict[str, tuple[str, str]]:
     return labels
 
 
-def render_reference(role: str, content: str, docname: str) -> str:
+def _title(doc: str, title: str, language: str) -> str:
+    """A page's or section's title, as the edition of ``language`` writes it (from the page's catalogue)."""
+    if language == "en" or not title:
+        return title
+    from translate_myst import catalogue
+
+    return catalogue(doc, language).get(title, title)
+
+
+def render_reference(role: str, content: str, docname: str, language: str = "en") -> str:
     text, target = _split_target(content)
     if role == "doc":
         base = docname.rsplit("/", 1)[0] if "/" in docname else ""
         doc = target.lstrip("/") if target.startswith("/") else "/".join(p for p in (base, target) if p)
         doc = re.sub(r"\.(md|ipynb)$", "", doc)
-        return f"[{text or _documents().get(doc, doc)}]({page_url(doc)})"
+        return f"[{text or _title(doc, _documents().get(doc, doc), language)}]({page_url(doc, language=language)})"
     if role == "eq":
         return f"({target})"
     doc, title = _labels().get(target, (docname, target))
-    text = text or title
+    text = text or _title(doc, title, language)
     if role == "numref":
         text = re.sub(r"\s*%s\s*", " ", text).strip() or title
-    return f"[{text}]({page_url(doc, target.replace('_', '-').lower())})"
+    return f"[{text}]({page_url(doc, target.replace('_', '-').lower(), language)})"
 
 
 # --- cells --------------------------------------------------------------------------------------------
 
 
-def _render_roles(line: str, docname: str, glued: list[str], bib) -> str:
+def _render_roles(line: str, docname: str, glued: list[str], bib, language: str = "en") -> str:
     out, pos = [], 0
     for m in ROLE.finditer(line):
         out.append(line[pos : m.start()])
         name, content = m.group("name"), m.group("content")
         if name == "cite" or name.startswith("cite:"):
-            out.append(render_citation(content, "".join(out), bib))
+            out.append(render_citation(content, "".join(out), bib, language))
         elif name.startswith("glue"):
-            key = content.split(":", 1)[0].strip()
+            key = content.split("::")[-1].split(":", 1)[0].strip()  # "doc.md::name:.1f" names a page too
             glued.append(key) if key not in glued else None
             out.append(f"`{key}`")
         elif name in ("doc", "ref", "numref", "eq"):
-            out.append(render_reference(name, content, docname))
+            out.append(render_reference(name, content, docname, language))
         elif name == "math":
             out.append(f"${content}$")
         elif name in ("code", "literal", "samp", "file", "command", "kbd"):
@@ -227,7 +257,7 @@ def _directive_block(lines: list[str], start: int) -> tuple[int, dict, list[str]
     raise ValueError(f"directive {lines[start].strip()!r} is never closed")
 
 
-def _render_lines(lines: list[str], docname: str, glued: list[str], bib) -> list[str]:
+def _render_lines(lines: list[str], docname: str, glued: list[str], bib, language: str = "en") -> list[str]:
     out, i, code_fence = [], 0, None
     while i < len(lines):
         line = lines[i]
@@ -240,7 +270,8 @@ def _render_lines(lines: list[str], docname: str, glued: list[str], bib) -> list
         m = FENCE_OPEN.match(line)
         if m:
             end, options, body = _directive_block(lines, i)
-            out.extend(_render_directive(m.group("name"), m.group("arg").strip(), options, body, docname, glued, bib))
+            out.extend(_render_directive(m.group("name"), m.group("arg").strip(), options, body, docname, glued, bib,
+                                         language))
             i = end
             continue
         fence = CODE_FENCE.match(line)
@@ -250,21 +281,21 @@ def _render_lines(lines: list[str], docname: str, glued: list[str], bib) -> list
         elif LABEL.match(line) or re.match(r"^\s*%", line):
             pass  # a (label)= target or a MyST comment: nothing to show
         else:
-            out.append(_render_roles(line, docname, glued, bib))
+            out.append(_render_roles(line, docname, glued, bib, language))
         i += 1
     return out
 
 
-def _render_directive(name, arg, options, body, docname, glued, bib) -> list[str]:
-    inner = _render_lines(body, docname, glued, bib)
+def _render_directive(name, arg, options, body, docname, glued, bib, language="en") -> list[str]:
+    inner = _render_lines(body, docname, glued, bib, language)
     while inner and not inner[0].strip():
         inner.pop(0)
     while inner and not inner[-1].strip():
         inner.pop()
     if name in ADMONITIONS:
-        title = _render_roles(arg, docname, glued, bib) if arg else name.capitalize()
+        title = _render_roles(arg, docname, glued, bib, language) if arg else phrase(name.capitalize(), language)
         if name == "seealso" and not arg:
-            title = "See also"
+            title = phrase("See also", language)
         return [f"> **{title}**", ">"] + [f"> {x}".rstrip() for x in inner] + [""]
     if name == "figure":
         src = arg if re.match(r"^[a-z]+://", arg) else RAW_URL + "/".join(
@@ -278,23 +309,27 @@ def _render_directive(name, arg, options, body, docname, glued, bib) -> list[str
     if name in ("code-block", "code", "sourcecode"):
         return [f"```{arg}", *body, "```", ""]
     if name == "bibliography":
-        return [f"The bibliography is in the [book]({page_url(BIBLIOGRAPHY)}).", ""]
+        url = page_url(BIBLIOGRAPHY, language=language)
+        return [phrase("The bibliography is in the [book]({url}).", language).format(url=url), ""]
     if name in ("glue:figure", "glue:any", "glue", "glue:"):
         glued.append(arg) if arg not in glued else None
-        return [f"(`{arg}`: shown by the cells above)", *inner, ""]
-    return [*([f"**{_render_roles(arg, docname, glued, bib)}**", ""] if arg else []), *inner, ""]
+        return [phrase("(`{name}`: shown by the cells above)", language).format(name=arg), *inner, ""]
+    return [*([f"**{_render_roles(arg, docname, glued, bib, language)}**", ""] if arg else []), *inner, ""]
 
 
-def render_markdown(text: str, docname: str, bib: dict[str, tuple[str, str]] | None = None) -> str:
-    """The plain-Markdown version of one markdown cell of the page ``docname`` (e.g. ``chapters/02_x``)."""
+def render_markdown(text: str, docname: str, bib: dict[str, tuple[str, str]] | None = None,
+                    language: str = "en") -> str:
+    """The plain-Markdown version of one markdown cell of the page ``docname`` (e.g. ``chapters/02_x``), its
+    links into the edition of ``language`` (``text`` is already translated: see translate_myst.py)."""
     bib = read_bibliography() if bib is None else bib
     glued: list[str] = []
-    lines = _render_lines(text.split("\n"), docname, glued, bib)
+    lines = _render_lines(text.split("\n"), docname, glued, bib, language)
     while lines and not lines[-1].strip():
         lines.pop()
     if glued:
         names = ", ".join(f"`{g}`" for g in glued)
-        lines += ["", f"*{names}: printed by the cells above, where the book shows the numbers in the text.*"]
+        note = phrase("{names}: printed by the cells above, where the book shows the numbers in the text.", language)
+        lines += ["", f"*{note.format(names=names)}*"]
     return "\n".join(lines)
 
 

@@ -42,7 +42,8 @@ def test_notebook_matches_its_source(source: Path):
     expected = jupytext.read(source, fmt="md:myst")
     actual = [(cell["cell_type"], "".join(cell["source"])) for cell in notebook["cells"]]
     assert actual == _cells(expected, f"chapters/{source.stem}"), f"{target.name} is out of sync with {source.name}: run `make notebooks`"
-    assert sync_notebooks.sync(source, check_only=True), f"{target.name} is not as generated: run `make notebooks`"
+    stale = sync_notebooks.sync(source, check_only=True)
+    assert not stale, f"{[p.name for p in stale]} not as generated: run `make notebooks`"
 
 
 @pytest.mark.parametrize("source", CHAPTERS, ids=lambda p: p.name)
@@ -68,8 +69,9 @@ def test_sync_detects_an_edit_and_keeps_cell_ids(tmp_path: Path):
         "    format_version: 0.13\nkernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n"
     )
     source.write_text(header + "# Demo\n\n```{code-cell} ipython3\nx = 1\n```\n\n```{code-cell} ipython3\nx\n```\n")
-    assert not sync_notebooks.sync(source)  # written
-    assert sync_notebooks.sync(source, check_only=True)  # now in sync
+    zh = tmp_path / "zh_CN" / "01_demo.ipynb"
+    assert sync_notebooks.sync(source) == [source.with_suffix(".ipynb"), zh]  # written, English and Chinese
+    assert not sync_notebooks.sync(source, check_only=True)  # now in sync
     first_text = source.with_suffix(".ipynb").read_text()
     first = json.loads(first_text)
     # Regenerated from scratch, the notebook is the same file: new cells get content-derived ids.
@@ -77,7 +79,7 @@ def test_sync_detects_an_edit_and_keeps_cell_ids(tmp_path: Path):
     sync_notebooks.sync(source)
     assert source.with_suffix(".ipynb").read_text() == first_text
     source.write_text(source.read_text().replace("x = 1", "x = 2"))
-    assert not sync_notebooks.sync(source, check_only=True)  # the edit is detected
+    assert sync_notebooks.sync(source, check_only=True) == [source.with_suffix(".ipynb"), zh]  # edit detected
     sync_notebooks.sync(source)
     second = json.loads(source.with_suffix(".ipynb").read_text())
     assert [c["id"] for c in first["cells"]] == [c["id"] for c in second["cells"]]  # ids are stable

@@ -28,6 +28,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import quote
 
+import jupytext
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -451,6 +452,72 @@ def test_the_english_prose_test_would_fail_on_the_english_book():
     assert page, "no chapter in the English book"
     paragraphs = prose(HTML_EN / f"{page}.html")
     assert paragraphs and sum(map(is_chinese, paragraphs)) / len(paragraphs) < 0.1
+
+
+# ------------------------------------------------------------------------------------------ Colab notebooks
+CHAPTER_SOURCES = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.md"))
+
+
+def _notebook(path: Path) -> dict:
+    assert path.exists(), f"{path.relative_to(ROOT)} is missing: run `make notebooks`"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("source", CHAPTER_SOURCES, ids=lambda p: p.stem)
+def test_chinese_colab_notebook_has_the_english_code_and_chinese_prose(source: Path):
+    """chapters/zh_CN/NN.ipynb: the English notebook's cells, ids and code exactly; every markdown block
+    translated from the catalogue; its links go to the Chinese edition."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from myst_markdown import BOOK_URL, raw_myst
+    from translate_myst import translate_markdown
+
+    english = _notebook(source.with_suffix(".ipynb"))
+    chinese = _notebook(source.parent / "zh_CN" / source.with_suffix(".ipynb").name)
+    assert [(c["cell_type"], c["id"]) for c in chinese["cells"]] == [(c["cell_type"], c["id"]) for c in english["cells"]]
+    code = [(en, zh) for en, zh in zip(english["cells"], chinese["cells"], strict=True) if en["cell_type"] == "code"]
+    for en, zh in code[1:]:
+        assert (zh["source"], zh["metadata"]) == (en["source"], en["metadata"]), "code cells must be shared"
+    # the Colab install cell: the English one, then a CJK font and the Chinese figure labels
+    install_en, install_zh = ("".join(cell["source"]) for cell in code[0])
+    assert install_zh.startswith(install_en) and code[0][0]["metadata"] == code[0][1]["metadata"]
+    assert "fonts-noto-cjk" in install_zh and 'os.environ["RESNET_TUTORIAL_LANGUAGE"] = "zh_CN"' in install_zh
+    markdown = ["".join(c["source"]) for c in chinese["cells"] if c["cell_type"] == "markdown"]
+    assert not [raw_myst(m) for m in markdown if raw_myst(m)]
+    blocks = [b for m in markdown for b in re.split(r"\n\s*\n", m) if re.search(r"[A-Za-z\u3400-\u9fff]", b)]
+    english_blocks = [b for b in blocks if not is_chinese(b) and not b.lstrip().startswith(("$$", "```", "|"))]
+    assert len(english_blocks) <= 0.1 * len(blocks), f"English blocks in the Chinese notebook: {english_blocks[:3]}"
+    page = f"chapters/{source.stem}"
+    missing = []
+    for cell in jupytext.read(source, fmt="md:myst").cells:
+        if cell.cell_type == "markdown":
+            missing += translate_markdown(cell.source, page, "zh_CN")[1].missing
+    assert not missing, f"{page}: blocks without a translation: {missing[:3]}"
+    links = re.findall(r"\]\((" + re.escape(BOOK_URL) + r"[^)]*)\)", "\n".join(markdown))
+    assert links and all(link.startswith(BOOK_URL + "zh/") for link in links), "links must open the Chinese book"
+
+
+def test_the_notebook_test_would_fail_on_an_english_notebook():
+    english = ["".join(c["source"]) for c in _notebook(CHAPTER_SOURCES[1].with_suffix(".ipynb"))["cells"]
+               if c["cell_type"] == "markdown"]
+    blocks = [b for m in english for b in re.split(r"\n\s*\n", m) if re.search(r"[A-Za-z]", b)]
+    assert sum(map(is_chinese, blocks)) < 0.1 * len(blocks)
+
+
+def _colab_links(path: Path) -> list[str]:
+    return re.findall(r'href="(https://colab\.research\.google\.com/[^"]+)"', path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("page", _page_params([p for p in toc_pages() if p.startswith("chapters/")]))
+def test_chinese_edition_colab_button_opens_the_chinese_notebook(page: str):
+    _need(HTML_ZH, "Chinese edition (make book-zh)")
+    name = Path(page).name + ".ipynb"
+    links = _colab_links(HTML_ZH / f"{page}.html")
+    assert links, f"{page}: no Colab button in the Chinese edition"
+    assert all(link.endswith(f"/chapters/zh_CN/{name}") for link in links), links
+    assert (ROOT / "chapters" / "zh_CN" / name).exists()
+    if (HTML_EN / f"{page}.html").exists():  # and the English edition's opens the English one
+        english = _colab_links(HTML_EN / f"{page}.html")
+        assert english and all(link.endswith(f"/blob/main/chapters/{name}") for link in english), english
 
 
 def test_every_page_of_both_editions_loads_the_language_switch():
