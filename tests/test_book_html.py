@@ -197,6 +197,10 @@ PAGE_STATE = """(() => {
     errors: [...document.querySelectorAll('.output.error, .output.traceback, .cell_output .traceback')]
       .map(e => e.textContent.slice(0, 300)),
     checks: [...document.querySelectorAll('.cell_output')].filter(e => e.textContent.includes('\\u2714')).length,
+    // code that does not fit the column (a horizontal scroll bar): its longest line
+    overflow: [...article.querySelectorAll('.cell_input pre, .cell_output pre')]
+      .filter(p => p.scrollWidth > p.clientWidth + 1)
+      .map(p => p.textContent.split('\\n').reduce((a, b) => (a.length >= b.length ? a : b)).slice(0, 100)),
   };
 })()"""
 
@@ -262,6 +266,8 @@ def problems(state: dict, title: str, figures: bool = True) -> list[str]:
         found.append(f"error output in the page: {state['errors']}")
     if state["checks"] < 1:
         found.append("no checked claim (\u2714) in the outputs")
+    if state["overflow"]:
+        found.append(f"code wider than the column at 1280 px: {state['overflow'][:3]}")
     if state["outside"]:
         found.append(f"requested resources from outside the book: {state['outside']}")
     if state["failed"]:
@@ -289,7 +295,8 @@ def test_the_browser_harness_on_a_tiny_page(browser, tmp_path):
     Image.new("L", (8, 8), 128).save(tmp_path / "figure.png")
     (tmp_path / "good.html").write_text(TINY_PAGE.format(title="Tiny chapter", extra=""), encoding="utf-8")
     bad = ('<img src="missing.png"><img src="https://example.com/logo.png">'
-           '<div class="output error">Traceback (most recent call last)</div>')
+           '<div class="output error">Traceback (most recent call last)</div>'
+           f'<div class="cell_input"><pre>{"x = 1  # " + "a long line " * 20}</pre></div>')
     (tmp_path / "bad.html").write_text(TINY_PAGE.format(title="Other title", extra=bad), encoding="utf-8")
     site = _serve(str(tmp_path))
 
@@ -300,3 +307,4 @@ def test_the_browser_harness_on_a_tiny_page(browser, tmp_path):
     found = " | ".join(problems(render(browser, site, "bad.html"), "Tiny chapter"))
     assert "does not name the chapter" in found and "missing.png" in found and "Traceback" in found
     assert "outside the book: ['https://example.com/logo.png']" in found
+    assert "code wider than the column at 1280 px: ['x = 1  # a long line" in found
