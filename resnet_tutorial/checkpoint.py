@@ -143,14 +143,10 @@ def read_checkpoint(path) -> dict:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint at {path!r}: check the path, or train first (resnet-tutorial train)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        first = (str(err).splitlines() or [""])[0][:120]
-        raise CheckpointError(
-            f"cannot read {path!r} as a checkpoint ({type(err).__name__}: {first}); the file is truncated or not "
-            "a PyTorch checkpoint: train again or point to another file"
-        ) from None
+    from .models.weights import load_tensors_only
+
+    state = load_tensors_only(path, CheckpointError, "a checkpoint", "the file is truncated or not a PyTorch "
+                              "checkpoint: train again or point to another file")
     if not isinstance(state, Mapping) or state.get("format") != FORMAT or not isinstance(state.get("model"), Mapping):
         raise CheckpointError(
             f"{path!r} is not a resnet_tutorial checkpoint (a bare state_dict? load it with "

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .errors import ResnetTutorialError
-from .models import create_model, model_family
+from .models import create_model, list_models, model_family
 from .runtime import pick_device
 
 LIBRARIES = ("timm", "torchvision")
@@ -37,7 +37,7 @@ def reference_model(name: str, library: str, **kwargs) -> nn.Module:
     if model_family(name) != "imagenet":
         raise ResnetTutorialError(
             f"{name!r} has no twin in timm or torchvision: only the ImageNet family "
-            "(resnet18, resnet34, resnet50, resnet101, resnet152) has"
+            f"({', '.join(list_models(family='imagenet'))}) has"
         )
     if library == "torchvision":
         import torchvision

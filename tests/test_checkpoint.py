@@ -97,6 +97,21 @@ def test_truncated_checkpoint(tmp_path):
         load_checkpoint(path, tiny())
 
 
+def test_a_file_that_could_run_code_is_refused(tmp_path):
+    """A pickle holding a Python object besides tensors could run code when loaded: refused by name, for
+    checkpoints and weights files alike, and nothing is executed."""
+    from fractions import Fraction
+
+    from resnet_tutorial.models import WeightsError, load_weights
+
+    path = tmp_path / "odd.pt"
+    torch.save({"format": ck.FORMAT, "model": tiny().state_dict(), "extra": Fraction(1, 3)}, path)
+    with pytest.raises(CheckpointError, match="refusing .*holds Python objects besides tensors"):
+        load_checkpoint(path, tiny())
+    with pytest.raises(WeightsError, match="refusing .*weights_only=False"):
+        load_weights(tiny(), path)
+
+
 def test_foreign_files(tmp_path):
     text = tmp_path / "notes.pt"
     text.write_text("hello")

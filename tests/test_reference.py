@@ -36,8 +36,9 @@ def test_speed_comparison_times_every_contestant():
 
 
 def test_cifar_models_have_no_reference_twin():
-    with pytest.raises(ResnetTutorialError, match="only the ImageNet family"):
+    with pytest.raises(ResnetTutorialError, match="only the ImageNet family") as error:
         reference_model("resnet20", "timm")
+    assert "resnext50_32x4d" in str(error.value) and "wide_resnet101_2" in str(error.value)  # the whole family
 
 
 def test_compare_command_prints_parity(capsys):

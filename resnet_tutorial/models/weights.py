@@ -139,28 +139,34 @@ def clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     return cleaned
 
 
+def load_tensors_only(path: str, error: type[Exception], what: str, advice: str):
+    """``torch.load(path, weights_only=True)``, so that a file cannot run code; a failure raises one
+    ``error`` saying what went wrong: a file holding other Python objects is refused (it could run code when
+    loaded), any other unreadable file gets ``advice``. Used for weights files and checkpoints alike."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # a torch file whose pickle holds more than tensors
+        if "GLOBAL" in str(err):
+            raise error(
+                f"refusing {path!r}: it holds Python objects besides tensors, which could run code when "
+                "loaded. If you trust its source, load it with torch.load(path, weights_only=False) and save "
+                "its state_dict again"
+            ) from None
+        first = (str(err).splitlines() or [""])[0][:120]
+        raise error(f"cannot read {path!r} as {what} (UnpicklingError: {first}); {advice}") from None
+    except Exception as err:  # truncated, foreign, or not a torch file at all
+        first = (str(err).splitlines() or [""])[0][:120]
+        raise error(f"cannot read {path!r} as {what} ({type(err).__name__}: {first}); {advice}") from None
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The model weights in a file: a bare ``state_dict``, or a checkpoint dict holding one under
     ``"model"`` or ``"state_dict"``. Loaded with ``weights_only=True``: a file cannot run code."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise WeightsError(f"no weights file at {path!r}: check the path, or train a model first")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:  # a torch file whose pickle holds more than tensors
-        if "GLOBAL" not in str(err):  # not a blocked class or function: the bytes are no pickle of ours
-            raise WeightsError(f"cannot read {path!r} as PyTorch weights: the file is truncated or not a "
-                               "checkpoint: save it again") from None
-        raise WeightsError(
-            f"refusing {path!r}: it holds Python objects besides tensors, which could run code when loaded. "
-            "If you trust its source, load it with torch.load(path, weights_only=False) and save its "
-            "state_dict again"
-        ) from None
-    except Exception as err:  # truncated, foreign, or not a torch file at all
-        raise WeightsError(
-            f"cannot read {path!r} as PyTorch weights ({type(err).__name__}: {str(err).splitlines()[0]}); "
-            "the file is truncated or not a checkpoint: save it again"
-        ) from None
+    obj = load_tensors_only(path, WeightsError, "PyTorch weights", "the file is truncated or not a checkpoint: "
+                            "save it again")
     if isinstance(obj, Mapping):
         for key in ("model", "state_dict", "model_state_dict"):
             if key in obj and isinstance(obj[key], Mapping):
