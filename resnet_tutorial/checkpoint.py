@@ -82,14 +82,24 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
 def model_config(model: nn.Module) -> dict:
     """What is needed to build the model again: its registry name and the arguments of ``create_model``."""
     model = _unwrap(model)
-    cfg = dict(getattr(model, "default_cfg", {}) or {})
+    cfg = dict(getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", {}) or {})
     kwargs = {key: getattr(model, key) for key in ("num_classes", "in_chans", "shortcut", "stride_in_1x1", "drop_rate")
               if hasattr(model, key)}
     if hasattr(model, "stages"):
         kwargs["channels"] = [stage[0].conv1.out_channels for stage in model.stages()]
+    if hasattr(getattr(model, "global_pool", None), "pool_type"):
+        kwargs["global_pool"] = model.global_pool.pool_type
+    # A normalisation other than batch norm (norm_layer=...) is a callable, which a file cannot hold: its
+    # class is recorded, so that model_from_checkpoint can say what to pass instead of building the wrong net.
+    norms = {type(m) for m in model.modules() if isinstance(m, _NORMS)}
+    if norms - {nn.BatchNorm2d}:
+        cfg["norm_layer"] = sorted(f"{t.__module__}.{t.__qualname__}" for t in norms)
     cfg["kwargs"] = kwargs
     cfg.update({k: kwargs[k] for k in ("num_classes", "in_chans") if k in kwargs})
     return cfg
@@ -104,6 +114,11 @@ def model_from_checkpoint(path, **overrides) -> tuple[nn.Module, dict]:
     if "architecture" not in cfg:
         raise CheckpointError(f"{path!r} does not say which architecture it holds; create the model yourself "
                               "and call load_checkpoint(path, model)")
+    if cfg.get("norm_layer") and "norm_layer" not in overrides:
+        raise CheckpointError(
+            f"{path!r} holds a model normalised with {', '.join(cfg['norm_layer'])}, not batch norm: pass the "
+            "same norm_layer (model_from_checkpoint(path, norm_layer=...)), or create the model yourself and "
+            "call load_checkpoint(path, model)")
     kwargs = dict(cfg.get("kwargs", {}))
     if "channels" in kwargs:
         kwargs["channels"] = tuple(kwargs["channels"])

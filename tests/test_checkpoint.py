@@ -5,6 +5,7 @@ import pickle
 
 import pytest
 import torch
+from torch import nn
 
 import resnet_tutorial as rt
 from resnet_tutorial import checkpoint as ck
@@ -67,6 +68,25 @@ def test_model_from_checkpoint_rebuilds_the_architecture(tmp_path):
     model.eval()
     rebuilt.eval()
     assert torch.equal(model(x), rebuilt(x))
+
+
+def test_model_from_checkpoint_keeps_the_pooling_and_asks_for_a_foreign_norm_layer(tmp_path):
+    from functools import partial
+
+    model = rt.create_model("resnet20", in_chans=1, num_classes=5, global_pool="max")
+    save_checkpoint(tmp_path / "max.pt", model, epoch=1)
+    rebuilt, _ = model_from_checkpoint(tmp_path / "max.pt")
+    assert rebuilt.global_pool.pool_type == "max"  # average pooling would load the same weights silently
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(model.eval()(x), rebuilt.eval()(x))
+
+    group_norm = partial(nn.GroupNorm, 4)
+    gn = rt.create_model("resnet20", in_chans=1, num_classes=5, norm_layer=group_norm)
+    save_checkpoint(tmp_path / "gn.pt", gn, epoch=1)
+    with pytest.raises(CheckpointError, match="torch.nn.modules.normalization.GroupNorm, not batch norm"):
+        model_from_checkpoint(tmp_path / "gn.pt")
+    rebuilt, _ = model_from_checkpoint(tmp_path / "gn.pt", norm_layer=group_norm)
+    assert torch.equal(gn.eval()(x), rebuilt.eval()(x))
 
 
 def test_atomic_write_keeps_the_old_file_when_saving_fails(tmp_path, monkeypatch):
