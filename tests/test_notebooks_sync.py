@@ -97,3 +97,14 @@ def test_colab_markdown_shows_no_raw_myst(source: Path):
     # and the source had some MyST to render: citations become links to the bibliography
     if "{cite}" in source.read_text(encoding="utf-8"):
         assert any("book/bibliography.html)" in text for text in markdown)
+
+
+def test_readme_colab_links_open_existing_notebooks_in_both_languages():
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"https://colab\.research\.google\.com/github/[^/]+/[^/]+/blob/main/([^)\s]+\.ipynb)", readme)
+    assert {Path(p).name for p in links if "/zh_CN/" not in p} == {s.with_suffix(".ipynb").name for s in CHAPTERS}
+    assert {Path(p).name for p in links if "/zh_CN/" in p} == {s.with_suffix(".ipynb").name for s in CHAPTERS}
+    missing = [p for p in links if not (ROOT / p).exists()]
+    assert not missing, f"README links to notebooks that do not exist: {missing}"
