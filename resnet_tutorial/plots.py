@@ -87,6 +87,10 @@ LABELS_ZH.update({
     # chapter 7
     "source: MNIST": "源：MNIST",
     "target: scikit-learn digits, 8x8 upsampled to 28x28": "目标：scikit-learn digits，8x8 上采样到 28x28",
+    "from scratch": "从头训练",
+    "linear probe": "线性探测",
+    "fine-tune, per-stage LRs": "微调，各阶段学习率",
+    "fine-tune, BN statistics frozen": "微调，冻结 BN 统计量",
     "error on the digits, {n} labels per class (dashed: training, solid: test)":
         "digits 上的误差，每类 {n} 个标签（虚线：训练，实线：测试）",
     # chapter 8
@@ -102,12 +106,19 @@ LABELS_ZH.update({
     "digit": "数字",
     "label {label}": "标签 {label}",
     "CAM of '{c}'": "“{c}” 的类激活图",
+    "{name}: {shape}": "{name}：{shape}",
     # chapter 10
     "training step": "一步训练",
     "inference": "推理",
     "ms per batch (median)": "每批毫秒数（中位数）",
     "{name}, batch {batch} at {size}x{size} on {device}": "{name}，批量 {batch}，{size}x{size}，设备 {device}",
     "untrained {stage}\n{side}x{side}, mean of {n} maps": "未训练的 {stage}\n{side}x{side}，{n} 张特征图的均值",
+    "ours": "本书",
+    "astronaut": "宇航员",
+    "coffee": "咖啡",
+    "chelsea": "猫（chelsea）",
+    "{name}: '{c}', p={p:.2f}": "{name}：“{c}”，p={p:.2f}",
+    "{name}: {category}": "{name}：{category}",
 })
 LABELS = {"zh_CN": LABELS_ZH}
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei")
