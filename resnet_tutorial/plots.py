@@ -114,6 +114,7 @@ LABELS_ZH.update({
     "{name}, batch {batch} at {size}x{size} on {device}": "{name}，批量 {batch}，{size}x{size}，设备 {device}",
     "untrained {stage}\n{side}x{side}, mean of {n} maps": "未训练的 {stage}\n{side}x{side}，{n} 张特征图的均值",
     "ours": "本书",
+    "implementation": "实现",
     "astronaut": "宇航员",
     "coffee": "咖啡",
     "chelsea": "猫（chelsea）",
