@@ -19,6 +19,7 @@ LANGUAGE_VARIABLE = "RESNET_TUTORIAL_LANGUAGE"
 # the code writes them, with ``{name}`` fields for the parts filled in by ``label(text, name=...)``.
 LABELS_ZH = {
     # resnet_tutorial.plots
+    ", ": "、",  # between the metrics of one axis label
     "epoch": "轮次",
     "train error": "训练误差",
     "test error": "测试误差",
@@ -199,7 +200,7 @@ def plot_history(histories, metrics=("train_error", "test_error"), ax=None, titl
             ax.plot(epochs[ok], values[ok], style, color=f"C{i}", label=f"{name} {label(metric.replace('_', ' '))}")
     ax.set_xlabel(label("epoch"))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    ax.set_ylabel(", ".join(label(m.replace("_", " ")) for m in metrics))
+    ax.set_ylabel(label(", ").join(label(m.replace("_", " ")) for m in metrics))
     if any(m.endswith("error") or m.endswith("acc") for m in metrics):
         ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
     ax.grid(alpha=0.3)
