@@ -19,6 +19,7 @@ LANGUAGE_VARIABLE = "RESNET_TUTORIAL_LANGUAGE"
 # the code writes them, with ``{name}`` fields for the parts filled in by ``label(text, name=...)``.
 LABELS_ZH = {
     # resnet_tutorial.plots
+    ", ": "、",  # between the metrics of one axis label
     "epoch": "轮次",
     "train error": "训练误差",
     "test error": "测试误差",
@@ -87,6 +88,10 @@ LABELS_ZH.update({
     # chapter 7
     "source: MNIST": "源：MNIST",
     "target: scikit-learn digits, 8x8 upsampled to 28x28": "目标：scikit-learn digits，8x8 上采样到 28x28",
+    "from scratch": "从头训练",
+    "linear probe": "线性探测",
+    "fine-tune, per-stage LRs": "微调，各阶段学习率",
+    "fine-tune, BN statistics frozen": "微调，冻结 BN 统计量",
     "error on the digits, {n} labels per class (dashed: training, solid: test)":
         "digits 上的误差，每类 {n} 个标签（虚线：训练，实线：测试）",
     # chapter 8
@@ -102,12 +107,20 @@ LABELS_ZH.update({
     "digit": "数字",
     "label {label}": "标签 {label}",
     "CAM of '{c}'": "“{c}” 的类激活图",
+    "{name}: {shape}": "{name}：{shape}",
     # chapter 10
     "training step": "一步训练",
     "inference": "推理",
     "ms per batch (median)": "每批毫秒数（中位数）",
     "{name}, batch {batch} at {size}x{size} on {device}": "{name}，批量 {batch}，{size}x{size}，设备 {device}",
     "untrained {stage}\n{side}x{side}, mean of {n} maps": "未训练的 {stage}\n{side}x{side}，{n} 张特征图的均值",
+    "ours": "本书",
+    "implementation": "实现",
+    "astronaut": "宇航员",
+    "coffee": "咖啡",
+    "chelsea": "猫（chelsea）",
+    "{name}: '{c}', p={p:.2f}": "{name}：“{c}”，p={p:.2f}",
+    "{name}: {category}": "{name}：{category}",
 })
 LABELS = {"zh_CN": LABELS_ZH}
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei")
@@ -187,7 +200,7 @@ def plot_history(histories, metrics=("train_error", "test_error"), ax=None, titl
             ax.plot(epochs[ok], values[ok], style, color=f"C{i}", label=f"{name} {label(metric.replace('_', ' '))}")
     ax.set_xlabel(label("epoch"))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    ax.set_ylabel(", ".join(label(m.replace("_", " ")) for m in metrics))
+    ax.set_ylabel(label(", ").join(label(m.replace("_", " ")) for m in metrics))
     if any(m.endswith("error") or m.endswith("acc") for m in metrics):
         ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
     ax.grid(alpha=0.3)

@@ -15,6 +15,7 @@ test_book_html.py.
 
 from __future__ import annotations
 
+import ast
 import functools
 import json
 import os
@@ -301,14 +302,120 @@ def test_label_is_english_by_default_and_chinese_in_the_chinese_edition(monkeypa
         plots.label("train error")
 
 
+def _chapter_code(md: Path):
+    """The chapter's code cells joined into one module (IPython magics and shell lines left out), and
+    the line in the .md of each line of it, for messages that point at the chapter's source."""
+    lines, where, inside, options = [], [], False, False
+    for number, line in enumerate(md.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.startswith("```{code-cell}"):
+            inside = options = True
+        elif inside and line.startswith("```"):
+            inside = False
+        elif inside and options and re.match(r"^:[\w-]+:", line):
+            continue  # a cell option (:tags: [hide-input])
+        elif inside:
+            options = False
+            if not line.lstrip().startswith(("%", "!")):
+                lines.append(line)
+                where.append(number)
+    return ast.parse("\n".join(lines), filename=md.name), where
+
+
+def _is_plots_label(node) -> bool:
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "label" and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "plots")
+
+
+# The reader-visible text of a figure: (method, position of the text among the positional arguments).
+FIGURE_TEXT = {"set_title": 0, "set_xlabel": 0, "set_ylabel": 0, "suptitle": 0, "supxlabel": 0,
+               "supylabel": 0, "text": 2, "annotate": 0}
+# Calls whose ``label=`` / ``title=`` keyword is a legend entry or a title.
+PLOTTING = {"plot", "bar", "barh", "scatter", "fill_between", "hist", "errorbar", "step", "axhline",
+            "axvline", "axhspan", "axvspan", "stairs", "legend", "plot_history", "plot_grad_norms",
+            "plot_confusion_matrix", "show_images", "add_patch", "Rectangle", "imshow"}
+
+
+def _words(text: str) -> bool:
+    """Whether a string the code writes has words in it: a run of two letters or more, unless the string
+    is a formula (no space, and one of / | _ = ^ $ in it: "df/dt", "|dL/dx_l|"), which is no language's."""
+    formula = " " not in text and any(c in text for c in "/|_=^$")
+    return bool(re.search(r"[^\W\d_]{2,}", text)) and not formula
+
+
+def _bare_text(node) -> bool:
+    """A string the code wrote itself (a literal with words in it, an f-string whose fixed parts have
+    words, a concatenation or conditional of them) rather than one that went through plots.label."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return _words(node.value)
+    if isinstance(node, ast.JoinedStr):
+        return _words("{}".join(v.value if isinstance(v, ast.Constant) else "" for v in node.values))
+    if isinstance(node, ast.BinOp):
+        return _bare_text(node.left) or _bare_text(node.right)
+    if isinstance(node, ast.IfExp):
+        return _bare_text(node.body) or _bare_text(node.orelse)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format":
+        return _bare_text(node.func.value)
+    return False
+
+
+def _figure_texts_not_translated(md: Path) -> list[str]:
+    tree, where = _chapter_code(md)
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or _is_plots_label(node):
+            continue
+        name = getattr(node.func, "attr", getattr(node.func, "id", None))
+        texts = []
+        if name in FIGURE_TEXT and isinstance(node.func, ast.Attribute):
+            position = FIGURE_TEXT[name]
+            if len(node.args) > position:
+                texts.append(node.args[position])
+            texts += [k.value for k in node.keywords if k.arg in ("label", "s", "text", "t", "xlabel",
+                                                                  "ylabel")]
+        if name in PLOTTING or name in FIGURE_TEXT:
+            texts += [k.value for k in node.keywords if k.arg in ("label", "title")]
+        for text in texts:
+            if _bare_text(text):
+                found.append(f"{md.name}:{where[text.lineno - 1]}: {name}({ast.unparse(text)[:60]})")
+    return found
+
+
+def test_chapters_draw_figure_text_through_plots_label():
+    """Every title, axis label, legend entry and annotation a chapter writes goes through plots.label,
+    so that the Chinese edition draws it in Chinese (a bare literal or f-string would stay English)."""
+    chapters = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.md"))
+    assert len(chapters) >= 10
+    found = [hit for md in chapters for hit in _figure_texts_not_translated(md)]
+    assert not found, "wrap these in plots.label(\"...\", field=value):\n" + "\n".join(found)
+
+
+def test_the_figure_text_check_can_fail(tmp_path):
+    md = tmp_path / "99_x.md"
+    md.write_text("```{code-cell} ipython3\n:tags: [hide-input]\n%matplotlib inline\n"
+                  "ax.set_title(f'{n} runs')\nax.plot(x, y, label='train')\nax.text(0, 1, 'note')\n"
+                  "ax.set_xlabel('train' if a else plots.label('test'))\n"
+                  "ax.set_ylabel(plots.label('error')); ax.set_xlabel(''); ax.text(0, 1, '5%')\n"
+                  "fig.legend(h, title='digit')\ncheck('a claim', True)\nax.set_ylabel('df/dt')\n"
+                  "ax.set_title(f'{name}: r = {r:.2f}'); ax.set_title(f'{n} of {m}')\n```\n",
+                  encoding="utf-8")
+    found = _figure_texts_not_translated(md)
+    assert [f.split(": ", 1)[1].split("(")[0] for f in found] == [
+        "set_title", "plot", "text", "set_xlabel", "legend", "set_title"], found
+    assert found[0].startswith("99_x.md:4:")
+
+
 def test_every_label_a_chapter_draws_has_a_chinese_translation():
     from resnet_tutorial.plots import LABELS_ZH
 
     calls = []
     for md in sorted((ROOT / "chapters").glob("[0-9][0-9]_*.md")):
-        text = md.read_text(encoding="utf-8")
+        tree, _ = _chapter_code(md)
+        calls += [(md.name, node.args[0].value) for node in ast.walk(tree) if _is_plots_label(node)
+                  and node.args and isinstance(node.args[0], ast.Constant)]
+        text = md.read_text(encoding="utf-8")  # and the calls in markdown outside code cells, if any
         for literal in re.findall(r"\bplots\.label\(\s*((?:\"[^\"]*\"\s*)+)", text):
-            calls.append((md.name, "".join(re.findall(r"\"([^\"]*)\"", literal))))
+            calls.append((md.name, ast.literal_eval(f"({literal})")))
     assert calls, "no chapter calls plots.label"
     missing = [f"{name}: {text!r}" for name, text in calls if text not in LABELS_ZH]
     assert not missing, f"add to resnet_tutorial.plots.LABELS_ZH: {missing}"
