@@ -43,7 +43,7 @@ def test_the_marker_works_when_loaded_unsafely(evil):
 
 
 @pytest.mark.parametrize("load, needle", [
-    (lambda p: load_checkpoint(p), "not a PyTorch checkpoint"),
+    (lambda p: load_checkpoint(p), "could run code"),  # refused by name, not called a foreign file
     (lambda p: read_state_dict(p), "could run code"),
     (lambda p: rt.create_model("resnet20", checkpoint_path=str(p)), "could run code"),
     (lambda p: load_for_finetuning(p, num_classes=3, model="resnet20"), "could run code"),
