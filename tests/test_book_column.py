@@ -115,3 +115,16 @@ def test_check_wraps_at_the_column(capsys):
 def test_check_keeps_a_short_claim_on_one_line(capsys):
     book.check("two is more than one", 2 > 1, detail="2 > 1")
     assert capsys.readouterr().out == "\u2714 two is more than one (2 > 1)\n"
+
+
+def test_chapter_code_fits_the_column():
+    """Every line of every chapter's code cells, shown or collapsed, fits the book's column (at most
+    book.COLUMN characters; book/_static/code-column.css makes that many fit at 1280 px)."""
+    import jupytext
+
+    wide = []
+    for md in sorted(CHAPTERS.glob("[0-9][0-9]_*.md")):
+        for cell in jupytext.read(md, fmt="md:myst").cells:
+            if cell.cell_type == "code":
+                wide += [f"{md.name}: {line}" for line in cell.source.split("\n") if len(line) > book.COLUMN]
+    assert not wide, f"code lines over {book.COLUMN} characters: {wide}"
