@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCALES = ROOT / "locales"
 DIRECTIVE = re.compile(r"^\{(?P<name>[\w:+-]+)\}\s*(?P<arg>.*)$")
 OPTION = re.compile(r"^:[\w-]+:")
+#: Directives whose body is code or math, not prose; and those whose argument is a path or a name, not a title.
+VERBATIM = {"math", "code-block", "code", "include", "literalinclude"}
+NO_TITLE = VERBATIM | {"figure", "image", "glue:figure", "glue", "glue:any", "bibliography"}
 
 
 @cache
@@ -93,18 +96,15 @@ class Translation:
         translated = self.lookup(content)
         if translated is None:
             return
+        # The translation replaces the block's text on its first line (after a "- ", "# " or "| " prefix, and
+        # after any table cell translated before it on that line); the block's other lines go.
         first = content.split("\n", 1)[0]
-        if end - start == 1 and content.count("\n") == 0:  # one line: a heading, a table cell, a term
-            line = out[start] if out[start] is not None else lines[start]
-            at = line.find(first)
-            if at < 0:
-                raise ValueError(f"{self.docname}: cannot place the translation of {first!r} in {line!r}")
-            out[start] = line[:at] + translated + line[at + len(first):]
-            return
-        at = lines[start].find(first)
+        line = out[start]
+        at = line.find(first)
         if at < 0:
-            raise ValueError(f"{self.docname}: cannot place the translation of {first!r} in {lines[start]!r}")
-        out[start] = lines[start][:at] + translated.replace("\n", " ")
+            raise ValueError(f"{self.docname}: cannot place the translation of {first!r} in {line!r}")
+        rest = line[at + len(first):] if "\n" not in content else ""  # a table row's other cells
+        out[start] = line[:at] + translated.replace("\n", " ") + rest
         for i in range(start + 1, end):
             out[i] = None
 
@@ -112,13 +112,12 @@ class Translation:
         m = DIRECTIVE.match(token.info.strip())
         opening = lines[start]
         arg = m.group("arg").strip()
-        if arg and m.group("name") not in ("figure", "image", "glue:figure", "glue", "glue:any", "math",
-                                           "code-block", "code", "include", "literalinclude", "bibliography"):
+        if arg and m.group("name") not in NO_TITLE:
             translated = self.lookup(arg)
             if translated is not None:
                 at = opening.rfind(arg)
                 out[start] = opening[:at] + translated + opening[at + len(arg):]
-        if m.group("name") in ("math", "code-block", "code", "include", "literalinclude"):
+        if m.group("name") in VERBATIM:
             return
         # the body: the lines between the fences, options (":class: dropdown") first
         body_start, body_end = start + 1, end - 1
