@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ResnetTutorialError
+from .runtime import generator, shifted
 
 DATASETS = ("auto", "mnist5k", "cifar10", "digits")
 DATA_ENV = "RESNET_TUTORIAL_DATA"
@@ -171,14 +172,14 @@ class ImageData:
     def subset(self, n_per_class: int, seed: int = 0, test_per_class: int | None = None) -> ImageData:
         """A smaller, stratified copy: ``n_per_class`` training images per class (and ``test_per_class``
         test images per class, else the whole test split). Keeps this dataset's mean and std."""
-        g = torch.Generator().manual_seed(seed)
+        g = generator(seed)  # shifted by RESNET_TUTORIAL_SEED
         train = _take_per_class(self.train, n_per_class, g)
         test = self.test if test_per_class is None else _take_per_class(self.test, test_per_class, g)
         return replace(
             self,
             train=train,
             test=test,
-            source=f"{self.source}; subset of {n_per_class} training images per class (seed {seed})",
+            source=f"{self.source}; subset of {n_per_class} training images per class (seed {shifted(seed)})",
             _on_device={},
         )
 

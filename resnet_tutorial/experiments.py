@@ -18,6 +18,8 @@ import torch
 from filelock import FileLock
 from torch import nn
 
+from .runtime import cpu_bf16_native, seed_offset
+
 CACHE_ENV = "RESNET_TUTORIAL_CACHE"
 
 
@@ -108,6 +110,9 @@ def experiment_key(model: nn.Module, data, tag: str, fit_kwargs: dict) -> str:
         "fit": _jsonable(kwargs),
         "source": _source_hash(),
         "torch": torch.__version__,
+        # what the run's environment changes in training: every seed's offset, and whether amp="auto"
+        # autocasts on this CPU
+        "runtime": {"seed_offset": seed_offset(), "cpu_bf16": cpu_bf16_native()},
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()
 

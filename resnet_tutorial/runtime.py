@@ -7,6 +7,11 @@ One setting chooses the profile: the environment variable ``RESNET_TUTORIAL_PROF
 - ``"paper"``: the papers' recipes, hours on a GPU; only when chosen.
 
 Unset, it is ``"gpu"`` when a CUDA GPU is present and ``"cpu"`` otherwise.
+
+Two more settings exist so that a chapter's claims can be tried under other conditions (``make sweep``):
+``RESNET_TUTORIAL_SEED`` shifts every seed the package and the chapters use by a whole number (default 0),
+and ``RESNET_TUTORIAL_CPU_BF16`` (``0`` or ``1``) overrides whether this CPU computes bf16 natively, which
+decides what ``amp="auto"`` does on a CPU.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import torch
 
 PROFILE_ENV = "RESNET_TUTORIAL_PROFILE"
 PROFILES = ("cpu", "gpu", "paper")
+SEED_ENV = "RESNET_TUTORIAL_SEED"
+CPU_BF16_ENV = "RESNET_TUTORIAL_CPU_BF16"
 
 
 def get_profile() -> str:
@@ -48,12 +55,60 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def seed_offset() -> int:
+    """``RESNET_TUTORIAL_SEED``: the whole number added to every seed (default 0)."""
+    value = os.environ.get(SEED_ENV, "").strip()
+    try:
+        return int(value or 0)
+    except ValueError:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{SEED_ENV} must be a whole number (the offset added to every seed), "
+                          f"got {value!r}: set it to 0, 1, 2, ... or unset it") from None
+
+
+def shifted(seed: int) -> int:
+    """``seed`` plus :func:`seed_offset`: the seed that is really used."""
+    return int(seed) + seed_offset()
+
+
+def generator(seed: int = 0) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``shifted(seed)``."""
+    return torch.Generator().manual_seed(shifted(seed))
+
+
 def seed_everything(seed: int = 0) -> torch.Generator:
-    """Seed Python, NumPy and torch (all devices); return a CPU generator seeded the same way."""
+    """Seed Python, NumPy and torch (all devices) with ``shifted(seed)``; return a CPU generator seeded the
+    same way."""
+    seed = shifted(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def cpu_bf16_native() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX-512 BF16 or AMX on x86, as torch's kernels see it).
+
+    On a CPU without it (most cloud and Colab CPUs), bf16 autocast is emulated and slower than fp32, so
+    ``amp="auto"`` uses it only where this is true. ``ATEN_CPU_CAPABILITY`` and ``ONEDNN_MAX_CPU_ISA``
+    below AVX-512 count as no, and ``RESNET_TUTORIAL_CPU_BF16=0`` (or ``1``) overrides the answer.
+    """
+    value = os.environ.get(CPU_BF16_ENV, "").strip()
+    if value in ("0", "1"):
+        return value == "1"
+    if value:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{CPU_BF16_ENV} must be 0 or 1, got {value!r}: unset it to detect the CPU")
+    if not torch.backends.mkldnn.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return False
+    if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+        if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+            return False
+        caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+        return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+    return True  # Arm: oneDNN reports bf16 only where the CPU has its bf16 instructions
 
 
 def describe_environment(device: torch.device | None = None) -> str:
@@ -63,5 +118,7 @@ def describe_environment(device: torch.device | None = None) -> str:
     if device.type == "cuda":
         where += f" ({torch.cuda.get_device_name(device)})"
     else:
-        where += f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    return f"profile={get_profile()} | device={where} | torch {torch.__version__} | Python {platform.python_version()}"
+        bf16 = "bf16 native: autocast on" if cpu_bf16_native() else "no native bf16: autocast off"
+        where += f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {bf16})"
+    line = f"profile={get_profile()} | device={where} | torch {torch.__version__} | Python {platform.python_version()}"
+    return line + (f" | seed offset {seed_offset()}" if seed_offset() else "")

@@ -24,7 +24,7 @@ from torch import nn
 
 from .errors import ResnetTutorialError
 from .evaluation import predict_logits
-from .runtime import pick_device
+from .runtime import cpu_bf16_native, pick_device, shifted
 
 
 class TrainingError(ResnetTutorialError):
@@ -137,7 +137,9 @@ class Recipe:
         warmup_epochs: a linear warm-up from ``lr / steps`` to ``lr`` (any schedule).
         label_smoothing: the target's share spread over the other classes.
         augment: the dataset's augmentation of the training batches.
-        amp, channels_last: ``"auto"`` (on for CUDA), ``True`` or ``False``; amp is bf16 autocast.
+        amp: ``"auto"`` (on for CUDA, and on a CPU that computes bf16 natively:
+            ``runtime.cpu_bf16_native``), ``True`` or ``False``; bf16 autocast (fp16 on a GPU without bf16).
+        channels_last: ``"auto"`` (on for CUDA), ``True`` or ``False``.
         compile: ``torch.compile`` the model.
         clip_grad_norm: clip the gradient's norm to this value.
         ema_decay: keep an exponential moving average of the weights (and BN statistics), updated
@@ -215,10 +217,11 @@ GPU_RECIPE = Recipe(epochs=30, batch_size=128, lr=0.1, nesterov=True, weight_dec
 
 #: The book's CPU recipe for ResNet-20 on MNIST-5k, the fastest to 98.5 % we found on two cores: 8 epochs
 #: of batches of 64 with Nesterov momentum, a linear warm-up over the first quarter then cosine to zero,
-#: label smoothing 0.1, bf16 autocast and channels_last (faster on a CPU with bf16 units), and test-time
-#: augmentation with one-pixel shifts. ``benchmarks/train_speed.py`` measures it.
+#: label smoothing 0.1, bf16 autocast where the CPU computes bf16 natively ("auto"; emulated bf16 is slower
+#: than fp32), channels_last, and test-time augmentation with one-pixel shifts. ``benchmarks/train_speed.py``
+#: measures it.
 CPU_RECIPE = Recipe(epochs=8, batch_size=64, lr=0.1, nesterov=True, weight_decay=5e-4, schedule="warmup_cosine",
-                    label_smoothing=0.1, amp=True, channels_last=True, tta=True)
+                    label_smoothing=0.1, amp="auto", channels_last=True, tta=True)
 
 RECIPES = {"paper": PAPER_RECIPE, "gpu": GPU_RECIPE, "cpu": CPU_RECIPE}
 
@@ -259,8 +262,13 @@ def make_scheduler(optimizer, schedule, epochs, steps_per_epoch, milestones=None
 
 
 def amp_settings(amp, device: torch.device) -> tuple[bool, torch.dtype]:
-    """Whether to autocast, and to which dtype: bf16 where supported, else fp16 (with a GradScaler)."""
-    enabled = device.type == "cuda" if amp == "auto" else bool(amp)
+    """Whether to autocast, and to which dtype: bf16 where supported, else fp16 (with a GradScaler).
+
+    ``"auto"``: on for CUDA, and on a CPU only where it computes bf16 natively (``cpu_bf16_native``)."""
+    if amp == "auto":
+        enabled = device.type == "cuda" or (device.type == "cpu" and cpu_bf16_native())
+    else:
+        enabled = bool(amp)
     if device.type == "cuda":  # bf16 needs Ampere (8.x); a T4 (7.5) only emulates it, slowly: fp16 there
         return enabled, torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
     return enabled, torch.bfloat16
@@ -340,7 +348,7 @@ def fit(
     cl = device.type == "cuda" if r.channels_last == "auto" else bool(r.channels_last)
     model.to(device, memory_format=torch.channels_last if cl else torch.preserve_format)
     train_loader = data.loader("train", r.batch_size, augment=r.augment, device=device,
-                               seed=seed, rank=rank, world_size=world)
+                               seed=shifted(seed), rank=rank, world_size=world)
     test_loader = data.loader("test", 512, device=device)
     zeros = torch.zeros(data.in_chans, 1, 1, dtype=torch.uint8)
     black = data.normalize(zeros).flatten()  # the border of a shifted test image
@@ -368,7 +376,7 @@ def fit(
     net = dist_utils.wrap_ddp(model, device) if world > 1 else model
     if world > 1:
         # The copies are identical now; dropout masks should differ between ranks.
-        dist_utils.seed_this_rank(seed)
+        dist_utils.seed_this_rank(shifted(seed))
     net = torch.compile(net) if r.compile else net
     loss_fn = nn.CrossEntropyLoss(label_smoothing=r.label_smoothing)
 
