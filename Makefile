@@ -54,7 +54,7 @@ COLAB_SIM_WORKERS ?= 2
 COLAB_SIM_ZH      ?= chapters/zh_CN/01_background.ipynb
 
 .PHONY: help setup mathjax test unit lint notebooks check-notebooks nbval book html-check browser clean \
-        colab-sim constraints book-zh cjk-font gettext zh-check
+        colab-sim constraints book-zh cjk-font gettext zh-check sweep
 
 help:
 	@echo "make book             set up .venv and build the book (HTML in _build/html)"
@@ -67,6 +67,7 @@ help:
 	@echo "make zh-check         the checks on the Chinese edition (catalogues, glossary, built pages)"
 	@echo "make colab-sim        run every chapter's .ipynb as Colab would: fresh venv, install cell, empty folder"
 	@echo "make constraints      rewrite constraints.txt from what .venv has installed"
+	@echo "make sweep            every chapter under several conditions (threads, CPU kernels, seeds): _build/sweep"
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -109,6 +110,14 @@ nbval: setup check-notebooks
 	OMP_NUM_THREADS=$(NBVAL_THREADS) MKL_NUM_THREADS=$(NBVAL_THREADS) \
 	$(BIN)/python -m pytest --nbval-lax $(NBVAL_ORDER) -n $(NBVAL_WORKERS) --dist loadfile \
 	  --no-loadscope-reorder --nbval-cell-timeout=$(NBVAL_CELL_TIMEOUT) -q
+
+# The sweep of conditions (not in `make test`; the weekly workflow runs it): every chapter executed with 1 and 2
+# threads per kernel, with the ATen/oneDNN kernels of an AVX2 CPU (no native bf16) and ATen's default kernels, and
+# with every seed shifted by 1 and by 2; every check's measured value in every condition, in _build/sweep/sweep.md
+# and sweep.json. A claim holds when it holds in all of them (scripts/sweep.py). About 70 minutes on two cores.
+SWEEP_CONDITIONS ?= base,threads=2,avx2,default,seed+1,seed+2
+sweep: setup check-notebooks
+	$(BIN)/python scripts/sweep.py $(NBVAL_ORDER) --conditions $(SWEEP_CONDITIONS) --out _build/sweep
 
 book: setup
 	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
