@@ -414,11 +414,15 @@ def _online(url: str = CIFAR10_URL, timeout: float = 2.5) -> bool:
 
 
 def download_cifar10(data_dir: str) -> str:
-    """Download CIFAR-10 into ``data_dir`` with torchvision (fails fast when offline)."""
+    """Download CIFAR-10 into ``data_dir`` with torchvision (fails fast when offline, naming the files that
+    are missing or whose MD5 is wrong)."""
     if not _online():
+        folder = os.path.join(data_dir, CIFAR10_FOLDER)
+        problems = cifar10_problems(folder) if os.path.isdir(folder) else [f"{CIFAR10_FOLDER}/ is missing"]
         raise DataError(
-            f"CIFAR-10 is missing or damaged in {data_dir!r} and cannot be downloaded (offline). Put the official "
-            f"python version there ({data_dir}/{CIFAR10_FOLDER}/data_batch_1 ...), or use --dataset mnist5k"
+            f"CIFAR-10 in {data_dir!r} is incomplete or damaged ({'; '.join(problems)}) and cannot be downloaded "
+            f"(offline). Put the official python version there ({data_dir}/{CIFAR10_FOLDER}/data_batch_1 ...), "
+            f"or use --dataset mnist5k"
         )
     from torchvision.datasets import CIFAR10
 

@@ -107,8 +107,10 @@ def test_damaged_cifar10_gives_one_data_error_saying_what_to_do(tmp_path, monkey
     with pytest.raises(DataError, match="data_batch_3 is missing; data_batch_4 has the wrong MD5"):
         load_dataset("cifar10", data_dir=str(tmp_path), download=False)
     monkeypatch.setattr(rd, "_online", lambda *a, **k: False)  # allowed to download, but offline
-    with pytest.raises(DataError, match="missing or damaged.*offline"):
+    with pytest.raises(DataError, match="damaged .data_batch_3 is missing; data_batch_4 has the wrong MD5.*offline"):
         load_dataset("cifar10", data_dir=str(tmp_path), download=True)
+    with pytest.raises(DataError, match="cifar-10-batches-py/ is missing.*offline"):
+        load_dataset("cifar10", data_dir=str(tmp_path / "empty"), download=True)
 
 
 def test_official_cifar10_checksums_are_checked(tmp_path, monkeypatch):
