@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .runtime import pick_device
+from .runtime import amp_settings, pick_device
 
 
 @contextmanager
@@ -138,16 +138,20 @@ class Metrics:
 
 
 def evaluate(model: nn.Module, data, split: str = "test", batch_size: int = 512, device=None,
-             tta: bool = False) -> Metrics:
+             tta: bool = False, amp: bool | str = False) -> Metrics:
     """Run ``model`` over a split of ``data`` (no augmentation) and measure it.
 
     ``tta=True`` averages the predicted probabilities over each image and its four one-pixel shifts.
+    By default it computes in float32; ``amp`` autocasts as ``fit`` does (``True``, or ``"auto"``: see
+    ``runtime.amp_settings``), which reproduces the accuracy ``fit`` recorded with that setting exactly.
     """
     device = pick_device(device)
     model.to(device)
     loader = data.loader(split, batch_size, shuffle=False, augment=False, device=device)
     black = data.normalize(torch.zeros(data.in_chans, 1, 1, dtype=torch.uint8, device=device)).flatten()
-    logits, labels = predict_logits(model, loader, tta_fill=black if tta else None)
+    use_amp, amp_dtype = amp_settings(amp, device)
+    logits, labels = predict_logits(model, loader, amp=use_amp, amp_dtype=amp_dtype,
+                                    tta_fill=black if tta else None)
     pred = logits.argmax(1)
     cm = confusion_matrix(pred, labels, data.num_classes)
     return Metrics(

@@ -111,6 +111,19 @@ def cpu_bf16_native() -> bool:
     return True  # Arm: oneDNN reports bf16 only where the CPU has its bf16 instructions
 
 
+def amp_settings(amp, device: torch.device) -> tuple[bool, torch.dtype]:
+    """Whether to autocast, and to which dtype: bf16 where supported, else fp16 (with a GradScaler).
+
+    ``"auto"``: on for CUDA, and on a CPU only where it computes bf16 natively (``cpu_bf16_native``)."""
+    if amp == "auto":
+        enabled = device.type == "cuda" or (device.type == "cpu" and cpu_bf16_native())
+    else:
+        enabled = bool(amp)
+    if device.type == "cuda":  # bf16 needs Ampere (8.x); a T4 (7.5) only emulates it, slowly: fp16 there
+        return enabled, torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
+    return enabled, torch.bfloat16
+
+
 def describe_environment(device: torch.device | None = None) -> str:
     """One line: profile, device (with the GPU's name), torch version, CPU threads."""
     device = pick_device(device)

@@ -24,7 +24,7 @@ from torch import nn
 
 from .errors import ResnetTutorialError
 from .evaluation import predict_logits
-from .runtime import cpu_bf16_native, pick_device, shifted
+from .runtime import amp_settings, pick_device, shifted  # amp_settings: used here and re-exported
 
 
 class TrainingError(ResnetTutorialError):
@@ -259,19 +259,6 @@ def make_scheduler(optimizer, schedule, epochs, steps_per_epoch, milestones=None
     # From lr / warmup at the first step to lr at step ``warmup - 1``; ``main`` starts at step ``warmup``.
     ramp = S.LinearLR(optimizer, start_factor=1 / warmup, end_factor=1.0, total_iters=warmup - 1)
     return S.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
-
-
-def amp_settings(amp, device: torch.device) -> tuple[bool, torch.dtype]:
-    """Whether to autocast, and to which dtype: bf16 where supported, else fp16 (with a GradScaler).
-
-    ``"auto"``: on for CUDA, and on a CPU only where it computes bf16 natively (``cpu_bf16_native``)."""
-    if amp == "auto":
-        enabled = device.type == "cuda" or (device.type == "cpu" and cpu_bf16_native())
-    else:
-        enabled = bool(amp)
-    if device.type == "cuda":  # bf16 needs Ampere (8.x); a T4 (7.5) only emulates it, slowly: fp16 there
-        return enabled, torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
-    return enabled, torch.bfloat16
 
 
 # --- evaluation inside the loop -------------------------------------------------------------------

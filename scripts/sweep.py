@@ -189,6 +189,7 @@ def main(argv=None) -> int:
     if args.execute_one:
         execute_one(args.execute_one, args.timeout)
         return 0
+    args.out = args.out.resolve()  # the kernels run in the notebooks' folders
     known = {c.name: c for c in CONDITIONS}
     unknown = [n for n in args.conditions.split(",") if n not in known]
     if unknown or not args.notebooks:
