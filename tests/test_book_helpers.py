@@ -68,3 +68,23 @@ def test_chapter_setup_seeds_and_reports(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert out.startswith("A chapter: ran on profile=cpu")
     assert re.search(r"experiment\s+\d+\.\d s", out) and re.search(r"whole chapter\s+\d+\.\d s", out)
+
+
+def test_check_logs_every_claim_and_reports_instead_of_raising_only_when_asked(monkeypatch, tmp_path, capsys):
+    import json
+
+    log = tmp_path / "checks.jsonl"
+    monkeypatch.setenv("RESNET_TUTORIAL_CHECK_LOG", str(log))
+    book.check("holds", True, "1 < 2")
+    with pytest.raises(AssertionError, match="claim does not hold: fails"):  # the default: raise
+        book.check("fails", False, "2 < 1")
+    monkeypatch.setenv("RESNET_TUTORIAL_CHECKS", "report")
+    book.check("fails too", False, "3 < 1")
+    assert "\u2718 claim does not hold: fails too (3 < 1)" in capsys.readouterr().out
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert rows == [{"claim": "holds", "holds": True, "detail": "1 < 2"},
+                    {"claim": "fails", "holds": False, "detail": "2 < 1"},
+                    {"claim": "fails too", "holds": False, "detail": "3 < 1"}]
+    monkeypatch.setenv("RESNET_TUTORIAL_CHECKS", "ignore")
+    with pytest.raises(ValueError, match="'raise' or 'report'"):
+        book.check("anything", True)
