@@ -158,14 +158,22 @@ def markdown(results: dict, rows: list[dict]) -> str:
         chs = results[n]["chapters"].values()
         false = sum(not c["holds"] for ch in chs for c in ch["checks"])
         errors = sum(len(ch["errors"]) for ch in chs)
-        lines.append(f"| {n} | {results[n]['what']} | {results[n]['seconds'] / 60:.1f} min | {false} | {errors} |")
+        seconds = results[n]["seconds"]
+        wall = f"{seconds / 60:.1f} min" if seconds is not None else "updated"
+        lines.append(f"| {n} | {results[n]['what']} | {wall} | {false} | {errors} |")
     failed = [r for r in rows if not r["holds"]]
     lines += ["", f"**{len(rows)} checks x {len(names)} conditions: {len(rows) - len(failed)} hold in every "
               f"condition, {len(failed)} do not.**", ""]
     errors = [(n, stem, e) for n in names for stem, ch in results[n]["chapters"].items() for e in ch["errors"]]
     if errors:
         lines += ["## Cell errors", ""] + [f"- {n}, {stem}: `{e}`" for n, stem, e in errors] + [""]
-    lines += ["## Every check", "", "| chapter | claim | " + " | ".join(names) + " |",
+    stems = sorted({stem for n in names for stem in results[n]["chapters"]})
+    lines += ["## Seconds per chapter (two chapters at a time, or one with 2 threads)", "",
+              "| chapter | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for stem in stems:
+        secs = [results[n]["chapters"].get(stem, {}).get("seconds") for n in names]
+        lines.append(f"| {stem} | " + " | ".join("" if t is None else f"{t:.0f}" for t in secs) + " |")
+    lines += ["", "## Every check", "", "| chapter | claim | " + " | ".join(names) + " |",
               "|---|---|" + "---|" * len(names)]
     for r in rows:
         cells = []
@@ -184,6 +192,9 @@ def main(argv=None) -> int:
                         help="comma-separated names among: " + ", ".join(c.name for c in CONDITIONS))
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "_build" / "sweep")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    parser.add_argument("--update", action="store_true",
+                        help="re-execute only these notebooks in these conditions, and replace their entries in "
+                             "the existing sweep.json (after a chapter changed)")
     parser.add_argument("--execute-one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.execute_one:
@@ -195,9 +206,16 @@ def main(argv=None) -> int:
     if unknown or not args.notebooks:
         parser.error(f"unknown condition(s) {unknown}" if unknown else "name the notebooks to execute")
     results = {}
+    if args.update:
+        results = json.loads((args.out / "sweep.json").read_text(encoding="utf-8"))["conditions"]
     for name in args.conditions.split(","):
         print(f"{name}: {known[name].what}", flush=True)
-        results[name] = run_condition(known[name], args.notebooks, args.out, args.timeout)
+        fresh = run_condition(known[name], args.notebooks, args.out, args.timeout)
+        if name in results:
+            results[name]["chapters"].update(fresh["chapters"])
+            results[name]["seconds"] = None  # the condition's wall time is no longer one run's
+        else:
+            results[name] = fresh
     rows = table(results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sweep.json").write_text(json.dumps({"conditions": results, "checks": rows}, indent=1,
