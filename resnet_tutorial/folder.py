@@ -181,7 +181,8 @@ def scan_classes(root: str) -> tuple[list[str], list[tuple[str, int]]]:
     layout = "DIR/<class>/*.jpg (or DIR/train/<class>/... and DIR/val/<class>/...)"
     if not os.path.isdir(root):
         raise DataError(f"no folder {root!r}: --data-dir needs a folder of images, {layout}")
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    with os.scandir(root) as entries:
+        classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
     if not classes:
         raise DataError(f"no class folders in {root!r}: put the images in one folder per class, {layout}")
     samples = []
@@ -210,11 +211,9 @@ def is_image_folder(root: str) -> bool:
         return False
     if split_layout(root):
         return True
-    for entry in os.scandir(root):
-        if entry.is_dir() and not entry.name.startswith("."):
-            if any(f.lower().endswith(IMAGE_EXTENSIONS) for _, _, fs in os.walk(entry.path) for f in fs):
-                return True
-    return False
+    with os.scandir(root) as entries:
+        folders = [e.path for e in entries if e.is_dir() and not e.name.startswith(".")]
+    return any(f.lower().endswith(IMAGE_EXTENSIONS) for d in folders for _, _, fs in os.walk(d) for f in fs)
 
 
 def stratified_split(samples, classes: list[str], val_fraction: float, seed: int):
