@@ -439,3 +439,34 @@ def load_folder(root: str, preprocessing: Preprocessing | None = None, *, val_fr
     split["val_per_class"] = {n: sum(1 for _, c in test if c == i) for i, n in enumerate(names)}
     workers = default_workers() if num_workers is None else num_workers
     return FolderData(root, names, train, test, preprocessing, split, workers)
+
+
+# --- a folder to try it on ------------------------------------------------------------------------
+
+#: scikit-image's photographs of textures (512x512, greyscale) that :func:`sample_photos` cuts up.
+SAMPLE_CLASSES = ("brick", "grass", "gravel")
+
+
+def sample_photos(root: str, train_per_class: int = 40, val_per_class: int = 12, seed: int = 0) -> str:
+    """A small folder of real photographs, offline: square tiles of 48 to 128 pixels cut at random from
+    scikit-image's photographs of a brick wall, grass and gravel, one class each, saved as JPEG and PNG in
+    turn, in ``root/train/<class>/`` (from the left three quarters of each photograph) and
+    ``root/val/<class>/`` (from the right quarter: no validation pixel is seen in training)."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name in SAMPLE_CLASSES:
+        photo = getattr(skimage.data, name)()
+        width = photo.shape[1]
+        for split, n, (left, right) in (("train", train_per_class, (0, width * 3 // 4)),
+                                        ("val", val_per_class, (width * 3 // 4, width))):
+            folder = os.path.join(root, split, name)
+            os.makedirs(folder, exist_ok=True)
+            for i in range(n):
+                size = int(rng.integers(48, min(128, right - left) + 1))
+                y, x = int(rng.integers(0, photo.shape[0] - size + 1)), int(rng.integers(left, right - size + 1))
+                tile = Image.fromarray(photo[y : y + size, x : x + size])
+                tile.save(os.path.join(folder, f"{name}_{i:03d}.{'jpg' if i % 2 else 'png'}"))
+    return root
