@@ -237,6 +237,17 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+def epoch_order(n: int, shuffle: bool, generator: torch.Generator, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """The indices of one epoch (shuffled with ``generator``), and of a data-parallel run this rank's share:
+    every process gets an equal share, like ``DistributedSampler``."""
+    idx = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if world_size > 1:
+        per_rank = math.ceil(n / world_size)
+        idx = torch.cat([idx, idx[: per_rank * world_size - n]])
+        idx = idx[rank::world_size]
+    return idx
+
+
 class BatchLoader:
     """Iterates over a split in batches of normalised float tensors on the device.
 
@@ -261,12 +272,7 @@ class BatchLoader:
 
     def _indices(self, generator: torch.Generator) -> torch.Tensor:
         n = len(self.data.split(self.split_name))
-        idx = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        if self.world_size > 1:  # every process gets an equal share, like DistributedSampler
-            per_rank = math.ceil(n / self.world_size)
-            idx = torch.cat([idx, idx[: per_rank * self.world_size - n]])
-            idx = idx[self.rank :: self.world_size]
-        return idx
+        return epoch_order(n, self.shuffle, generator, self.rank, self.world_size)
 
     def __len__(self) -> int:
         n = math.ceil(len(self.data.split(self.split_name)) / self.world_size)

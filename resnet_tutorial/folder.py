@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .data import DataError
+from .data import DataError, ImageData, epoch_order
 
 #: torchvision's ``IMG_EXTENSIONS``: the files ``ImageFolder`` reads.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -298,19 +298,12 @@ class FolderLoader:
         n = math.ceil(len(self.dataset) / self.world_size)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def _indices(self, generator: torch.Generator) -> list[int]:
-        n = len(self.dataset)
-        idx = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        if self.world_size > 1:  # equal shares, like DistributedSampler
-            per_rank = math.ceil(n / self.world_size)
-            idx = torch.cat([idx, idx[: per_rank * self.world_size - n]])[self.rank :: self.world_size]
-        return idx.tolist()
-
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         self.dataset.epoch = self.epoch
+        order = epoch_order(len(self.dataset), self.shuffle, generator, self.rank, self.world_size)
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=self.batch_size, sampler=self._indices(generator),
+            self.dataset, batch_size=self.batch_size, sampler=order.tolist(),
             num_workers=self.num_workers, pin_memory=self.device.type == "cuda", drop_last=self.drop_last,
             generator=generator,  # the workers' seeds; the global random state is left alone
         )
@@ -370,10 +363,7 @@ class FolderData:
         return {"classes": list(self.classes), "preprocessing": self.preprocessing.to_dict(),
                 "data_dir": os.path.abspath(self.root), "split": self.split_info}
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, device=images.device).view(-1, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(-1, 1, 1)
-        return (images.float() / 255 - mean) / std
+    normalize = ImageData.normalize  # uint8 to floats with the preprocessing's mean and std
 
     def dataset(self, samples, train: bool, seed: int | None = None) -> ImageFiles:
         p = self.preprocessing

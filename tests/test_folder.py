@@ -365,3 +365,12 @@ def test_bad_predict_inputs(tmp_path, capsys, trained, folder):
 def test_data_error_is_raised_by_the_library_too(tmp_path):
     with pytest.raises(DataError, match="no folder"):
         load_folder(tmp_path / "absent")
+
+
+def test_sample_photos_keep_validation_pixels_out_of_training(tmp_path):
+    from resnet_tutorial.folder import SAMPLE_CLASSES, sample_photos
+
+    root = sample_photos(tmp_path / "photos", train_per_class=4, val_per_class=2)
+    data = load_folder(root, num_workers=0)
+    assert data.classes == sorted(SAMPLE_CLASSES) and data.split_info["val_per_class"] == {c: 2 for c in data.classes}
+    assert {os.path.splitext(p)[1] for p, _ in data.train} == {".jpg", ".png"}
