@@ -374,3 +374,16 @@ def test_sample_photos_keep_validation_pixels_out_of_training(tmp_path):
     data = load_folder(root, num_workers=0)
     assert data.classes == sorted(SAMPLE_CLASSES) and data.split_info["val_per_class"] == {c: 2 for c in data.classes}
     assert {os.path.splitext(p)[1] for p, _ in data.train} == {".jpg", ".png"}
+
+
+def test_pretrained_tag_takes_the_weights_and_their_preprocessing(tmp_path, capsys, folder, weights, monkeypatch):
+    from torchvision.models import WeightsEnum
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", lambda self, **kw: torch.load(weights, weights_only=True))
+    out = tmp_path / "run"
+    assert main(["train", "--pretrained", "resnet18.tv_in1k", "--data-dir", str(folder[0]), "--epochs", "1",
+                 "--out", str(out), "--workers", "0", "--quiet", "--finetune", "all", *SIZE]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == "resnet18" and summary["pretrained"] == "resnet18.tv_in1k"
+    assert summary["preprocessing"] == {**preprocessing_for("resnet18", "tv_in1k", 32).to_dict()}
+    assert "from resnet18.tv_in1k (all)" in capsys.readouterr().out
