@@ -444,9 +444,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if not paths:
         raise CLIError(f"no images to classify in {', '.join(args.inputs)} (the extensions read are .jpg, .png ...)")
     device = pick_device(args.device)
-    data = FolderData("", classes, [], [], prep, {"how": "predict"}, num_workers=args.workers or 0)
-    loader = data.loader("test", args.batch_size, device=device)
-    loader.dataset.samples = [(p, -1) for p in paths]
+    images = FolderData("", classes, [], [(p, -1) for p in paths], prep, {"how": "images to classify"},
+                        num_workers=args.workers or 0)
+    loader = images.loader("test", args.batch_size, device=device)
     logits, _ = predict_logits(model.to(device), loader)
     probs, idx = logits.softmax(1).topk(min(args.topk, len(classes)), dim=1)
     rows = [{"image": path, "top": [{"class": classes[i], "probability": round(p, 6)}
