@@ -6,8 +6,9 @@ Photographs of any size do not fit in memory as one tensor, so they are decoded 
 ``DataLoader`` with workers: a random-resized crop and a flip for training; the weights' own resize,
 centre crop and normalisation (``weights.transforms()``, timm's ``pretrained_cfg``) for evaluation.
 
-Two things make it faster than a plain ``ImageFolder``: a JPEG much larger than needed is decoded at a
-reduced scale (PIL's ``draft``, the DCT scaling of libjpeg), and the workers hand over uint8 crops that
+Two things make it faster than a plain ``ImageFolder``: a JPEG larger than needed is decoded at a
+reduced scale (PIL's ``draft``, the DCT scaling of libjpeg; for training, the random crop is drawn from
+the header's size first, then decoded at the scale it needs), and the workers hand over uint8 crops that
 are normalised in batches on the device. ``benchmarks/folder_speed.py`` measures both side by side.
 
 Files that cannot be used (not an image, corrupt, truncated, smaller than ``MIN_SIDE`` pixels) are
@@ -68,23 +69,38 @@ class Preprocessing:
         resize = round(crop_size * self.resize_size / self.crop_size)
         return Preprocessing(crop_size, resize, self.mean, self.std, self.interpolation)
 
-    def transform(self, train: bool):
-        """uint8 ``(3, crop, crop)`` tensors from RGB PIL images; normalisation happens on the device."""
-        from torchvision.transforms import InterpolationMode
+    def load(self, path: str, train: bool) -> torch.Tensor:
+        """One image file as a uint8 ``(3, crop, crop)`` tensor (normalisation happens on the device).
+
+        Training: torchvision's ``RandomResizedCrop`` (its ``get_params``, areas 8 % to 100 %) and a
+        horizontal flip; evaluation: ``Resize`` and ``CenterCrop``. A JPEG is decoded at the smallest scale
+        (PIL's ``draft``: libjpeg's DCT scaling, 1/2, 1/4 or 1/8) that still gives the crop at least as many
+        pixels as it will have, which saves most of the decoding of a large photograph.
+        """
+        from PIL import Image
+        from torchvision.transforms import InterpolationMode, RandomResizedCrop
         from torchvision.transforms import v2 as T
 
-        mode = InterpolationMode(self.interpolation)
-        if train:
-            steps = [T.RandomResizedCrop(self.crop_size, scale=(MIN_CROP_SCALE, 1.0), interpolation=mode,
-                                         antialias=True), T.RandomHorizontalFlip()]
-        else:
-            steps = [T.Resize(self.resize_size, interpolation=mode, antialias=True), T.CenterCrop(self.crop_size)]
-        return T.Compose([*steps, T.PILToTensor()])
-
-    def decode_size(self, train: bool) -> int:
-        """The short side a JPEG needs to be decoded at, at least, for this transform to see every pixel it
-        would see at full size: the resize for evaluation, the smallest random crop's scale for training."""
-        return math.ceil(self.crop_size / math.sqrt(MIN_CROP_SCALE)) if train else self.resize_size
+        if not train:
+            mode = InterpolationMode(self.interpolation)
+            resize = T.Resize(self.resize_size, interpolation=mode, antialias=True)
+            return T.PILToTensor()(T.CenterCrop(self.crop_size)(resize(open_rgb(path, self.resize_size))))
+        with Image.open(path) as im:  # reads the header only: the crop is drawn before decoding
+            full = im.size
+            top, left, h, w = RandomResizedCrop.get_params(im, [MIN_CROP_SCALE, 1.0], [3 / 4, 4 / 3])
+            reduce = min(h, w) // self.crop_size
+            if im.format == "JPEG" and reduce >= 2:
+                im.draft("RGB", (math.ceil(full[0] / reduce), math.ceil(full[1] / reduce)))
+            image = _to_rgb(im)
+        size, resample = (self.crop_size, self.crop_size), Image.Resampling[self.interpolation.upper()]
+        if image.size == full:  # torchvision's resized_crop on a PIL image
+            crop = image.crop((left, top, left + w, top + h)).resize(size, resample)
+        else:  # the same box at the reduced scale, in fractions of a pixel
+            sx, sy = full[0] / image.size[0], full[1] / image.size[1]
+            crop = image.resize(size, resample, box=(left / sx, top / sy, (left + w) / sx, (top + h) / sy))
+        if torch.rand(1) < 0.5:  # RandomHorizontalFlip
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return T.PILToTensor()(crop)
 
 
 def preprocessing_for(arch: str, tag: str | None = None, image_size: int | None = None) -> Preprocessing:
@@ -236,6 +252,16 @@ def stratified_split(samples, classes: list[str], val_fraction: float, seed: int
 # --- decoding -------------------------------------------------------------------------------------
 
 
+def _to_rgb(im):
+    """An opened PIL image as RGB (decoding it), transparency composed onto white."""
+    from PIL import Image
+
+    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return im.convert("RGB")
+
+
 def open_rgb(path: str, min_side: int | None = None):
     """An RGB PIL image of ``path``; a JPEG at least twice ``min_side`` is decoded at a reduced scale that
     keeps its short side at least ``min_side``; transparency is composed onto white."""
@@ -244,20 +270,17 @@ def open_rgb(path: str, min_side: int | None = None):
     with Image.open(path) as im:
         if min_side and im.format == "JPEG" and min(im.size) >= 2 * min_side:
             im.draft("RGB", (min_side, min_side))
-        if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-            rgba = im.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(white, rgba).convert("RGB")
-        return im.convert("RGB")
+        return _to_rgb(im)
 
 
 class ImageFiles(torch.utils.data.Dataset):
-    """``(uint8 image tensor, label)`` for each ``(path, label)``. With ``seed`` set (training), sample ``i``
-    of epoch ``e`` is augmented with its own random numbers, seeded by ``(seed, e, i)``: the same crops
-    whatever the number of workers, and an epoch the same whether the run was resumed before it or not."""
+    """``(uint8 image tensor, label)`` for each ``(path, label)``, by ``preprocessing.load``. With ``seed`` set
+    (training), sample ``i`` of epoch ``e`` is augmented with its own random numbers, seeded by ``(seed, e, i)``:
+    the same crops whatever the number of workers, and an epoch the same whether the run was resumed before
+    it or not."""
 
-    def __init__(self, samples, transform, decode_size: int | None = None, seed: int | None = None):
-        self.samples, self.transform, self.decode_size, self.seed = list(samples), transform, decode_size, seed
+    def __init__(self, samples, preprocessing: Preprocessing, train: bool, seed: int | None = None):
+        self.samples, self.preprocessing, self.train, self.seed = list(samples), preprocessing, train, seed
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -266,14 +289,14 @@ class ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         path, label = self.samples[i]
         try:
-            image = open_rgb(path, self.decode_size)
+            if not self.train:
+                return self.preprocessing.load(path, train=False), label
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((self.seed * 100_003 + self.epoch) * 1_000_003 + i)
+                return self.preprocessing.load(path, train=True), label
         except Exception as err:  # passed the scan, but its pixels do not decode
-            raise DataError(f"cannot decode {path} ({type(err).__name__}: {err}): remove or replace it") from None
-        if self.seed is None:
-            return self.transform(image), label
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 100_003 + self.epoch) * 1_000_003 + i)
-            return self.transform(image), label
+            first = (str(err).splitlines() or [""])[0][:120]
+            raise DataError(f"cannot decode {path} ({type(err).__name__}: {first}): remove or replace it") from None
 
 
 class FolderLoader:
@@ -365,9 +388,8 @@ class FolderData:
 
     normalize = ImageData.normalize  # uint8 to floats with the preprocessing's mean and std
 
-    def dataset(self, samples, train: bool, seed: int | None = None) -> ImageFiles:
-        p = self.preprocessing
-        return ImageFiles(samples, p.transform(train), p.decode_size(train), seed if train else None)
+    def dataset(self, samples, train: bool, seed: int = 0) -> ImageFiles:
+        return ImageFiles(samples, self.preprocessing, train, seed)
 
     def loader(self, split: str = "train", batch_size: int = 64, shuffle: bool | None = None,
                augment: bool | None = None, device=None, seed: int = 0, drop_last: bool = False, rank: int = 0,

@@ -145,8 +145,30 @@ def test_large_jpeg_is_decoded_at_a_reduced_scale_but_never_below_what_is_needed
     assert open_rgb(tmp_path / "a.jpg").size == (1200, 800)
     small = open_rgb(tmp_path / "a.jpg", min_side=150)
     assert 150 <= min(small.size) < 800 and small.mode == "RGB"
-    p = Preprocessing(224, 256)
-    assert p.decode_size(train=False) == 256 and p.decode_size(train=True) >= 224 / 0.08**0.5
+
+
+def test_crops_are_torchvisions_and_a_large_jpeg_is_decoded_only_as_far_as_the_crop_needs(tmp_path):
+    from torchvision.transforms import v2 as T
+
+    import skimage.data
+
+    photo = Image.fromarray(skimage.data.astronaut()).resize((1536, 1024), Image.BICUBIC)
+    photo.save(tmp_path / "a.png")
+    photo.save(tmp_path / "a.jpg", quality=95)
+    p = Preprocessing(64, 73)
+    theirs = T.Compose([T.RandomResizedCrop(64, antialias=True), T.RandomHorizontalFlip(), T.PILToTensor()])
+    for seed in range(5):  # a PNG is decoded whole: exactly torchvision's crop and flip
+        torch.manual_seed(seed)
+        ours = p.load(tmp_path / "a.png", train=True)
+        torch.manual_seed(seed)
+        assert (ours.int() - theirs(open_rgb(tmp_path / "a.png")).int()).abs().max() <= 1
+        torch.manual_seed(seed)  # the JPEG at a reduced scale: the same crop, within JPEG's own noise
+        reduced = p.load(tmp_path / "a.jpg", train=True)
+        torch.manual_seed(seed)
+        full = theirs(open_rgb(tmp_path / "a.jpg"))
+        assert (reduced.float() - full.float()).abs().mean() < 4  # of 255
+    resize = T.Compose([T.Resize(73, antialias=True), T.CenterCrop(64), T.PILToTensor()])
+    assert torch.equal(p.load(tmp_path / "a.png", train=False), resize(open_rgb(tmp_path / "a.png")))
 
 
 def test_preprocessing_is_the_weights_own():
