@@ -148,9 +148,8 @@ def test_large_jpeg_is_decoded_at_a_reduced_scale_but_never_below_what_is_needed
 
 
 def test_crops_are_torchvisions_and_a_large_jpeg_is_decoded_only_as_far_as_the_crop_needs(tmp_path):
-    from torchvision.transforms import v2 as T
-
     import skimage.data
+    from torchvision.transforms import v2 as T
 
     photo = Image.fromarray(skimage.data.astronaut()).resize((1536, 1024), Image.BICUBIC)
     photo.save(tmp_path / "a.png")
