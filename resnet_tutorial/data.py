@@ -11,8 +11,11 @@ training fast on two CPU cores.
   checks every file's MD5) from ``data_dir``, or downloaded there by torchvision when online.
 * ``digits``: scikit-learn's 1,797 8x8 digits (values 0..16, scaled to 0..255), split 75/25 the same way;
   ``image_size=28`` resizes them to MNIST's size, for fine-tuning and the domain-shift story.
-* ``auto``: CIFAR-10 when a copy is in ``data_dir``, else MNIST-5k; it prints which. It never downloads
-  and never asks the network, so the same command gives the same data online and offline.
+* ``folder``: your own images in ``data_dir``, in ``ImageFolder``'s layout (``resnet_tutorial.folder``):
+  decoded and augmented by a ``DataLoader``, not held in memory.
+* ``auto``: CIFAR-10 when a copy is in ``data_dir``, else a folder of images there, else MNIST-5k; it prints
+  which. It never downloads and never asks the network, so the same command gives the same data online
+  and offline.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import torch.nn.functional as F
 from .errors import ResnetTutorialError
 from .runtime import generator, shifted
 
-DATASETS = ("auto", "mnist5k", "cifar10", "digits")
+DATASETS = ("auto", "mnist5k", "cifar10", "digits", "folder")
 DATA_ENV = "RESNET_TUTORIAL_DATA"
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"  # torchvision downloads it from here
@@ -235,6 +238,17 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+def epoch_order(n: int, shuffle: bool, generator: torch.Generator, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """The indices of one epoch (shuffled with ``generator``), and of a data-parallel run this rank's share:
+    every process gets an equal share, like ``DistributedSampler``."""
+    idx = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if world_size > 1:
+        per_rank = math.ceil(n / world_size)
+        idx = torch.cat([idx, idx[: per_rank * world_size - n]])
+        idx = idx[rank::world_size]
+    return idx
+
+
 class BatchLoader:
     """Iterates over a split in batches of normalised float tensors on the device.
 
@@ -259,12 +273,7 @@ class BatchLoader:
 
     def _indices(self, generator: torch.Generator) -> torch.Tensor:
         n = len(self.data.split(self.split_name))
-        idx = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        if self.world_size > 1:  # every process gets an equal share, like DistributedSampler
-            per_rank = math.ceil(n / self.world_size)
-            idx = torch.cat([idx, idx[: per_rank * self.world_size - n]])
-            idx = idx[self.rank :: self.world_size]
-        return idx
+        return epoch_order(n, self.shuffle, generator, self.rank, self.world_size)
 
     def __len__(self) -> int:
         n = math.ceil(len(self.data.split(self.split_name)) / self.world_size)
@@ -461,19 +470,32 @@ def load_dataset(
     data_dir: str | None = None,
     download: bool = True,
     image_size: int | None = None,
-) -> ImageData:
+    **folder_options,
+):
     """Load a dataset by name (see :data:`DATASETS`), optionally resized to ``image_size``.
 
-    ``auto`` takes CIFAR-10 when a local copy is in ``data_dir`` and MNIST-5k otherwise, and prints
-    one line saying which; it never downloads (only an explicit ``"cifar10"`` does, with ``download``).
+    ``auto`` takes CIFAR-10 when a local copy is in ``data_dir``, else a folder of images in ``data_dir``
+    when it holds one, else MNIST-5k, and prints one line saying which; it never downloads (only an
+    explicit ``"cifar10"`` does, with ``download``). ``folder`` returns a
+    :class:`~resnet_tutorial.folder.FolderData`; ``folder_options`` go to
+    :func:`~resnet_tutorial.folder.load_folder` (``preprocessing``, ``val_fraction``, ``num_workers``...).
     """
+    from .folder import is_image_folder, load_folder
+
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if name == "folder":
+        if not data_dir:
+            raise DataError("the folder dataset needs --data-dir DIR: DIR/<class>/*.jpg, one folder per class")
+        return load_folder(data_dir, **folder_options)
     if name == "auto":
         where = os.path.expanduser(data_dir or default_data_dir())
         if find_cifar10(where):
             print(f"dataset auto: CIFAR-10 (found a copy in {where})")
             name = "cifar10"
+        elif data_dir and is_image_folder(where):
+            print(f"dataset auto: a folder of images ({where})")
+            return load_folder(where, **folder_options)
         else:
             print(f"dataset auto: MNIST-5k (no CIFAR-10 in {where}; --dataset cifar10 downloads it)")
             name = "mnist5k"

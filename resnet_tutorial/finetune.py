@@ -130,6 +130,20 @@ def stage_param_groups(
     return groups
 
 
+#: The chapter's rule: counted back from the last stage, each part trains at the head's learning rate
+#: divided by 5, 10, 25, 50, 100, 250, ... (ResNet-20: layer3 0.01, layer2 0.005, layer1 0.002, stem 0.001
+#: under a head at 0.05), so that the early, general features move least.
+STAGE_LR_DIVISORS = (5, 10, 25)
+
+
+def stage_lrs(model: nn.Module, head_lr: float) -> dict[str, float]:
+    """Per-part learning rates by the chapter's rule (:data:`STAGE_LR_DIVISORS`), for
+    ``stage_param_groups(model, stage_lrs(model, lr), head_lr=lr)``."""
+    names = [n for n in model_parts(model) if n != HEAD][::-1]  # last stage first, the stem last
+    divisors = [STAGE_LR_DIVISORS[i % 3] * 10 ** (i // 3) for i in range(len(names))]
+    return {name: head_lr / d for name, d in zip(names, divisors, strict=True)}
+
+
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".safetensors")
 
 

@@ -352,6 +352,7 @@ def fit(
     recorder = GradNormRecorder(model) if record_grad_norms else None
     config = dict(dataset=getattr(data, "name", None), **dataclasses.asdict(r),
                   seed=seed, world_size=world)
+    config.update(getattr(data, "run_info", {}))  # a folder's classes and preprocessing
     config.update(amp=use_amp, amp_dtype=str(amp_dtype), channels_last=cl)
     history, start = History(config=config), 0
     if resume and checkpoint_path and os.path.exists(checkpoint_path):

@@ -236,7 +236,8 @@ def load_pretrained(model: nn.Module, name: str, source: str = "torchvision") ->
     except (OSError, RuntimeError) as err:
         raise WeightsError(
             f"could not fetch {source}'s pretrained {name} ({type(err).__name__}); offline, download the "
-            "weights elsewhere and pass create_model(..., checkpoint_path=FILE)"
+            "weights elsewhere and pass create_model(..., checkpoint_path=FILE) (on the command line, "
+            "--pretrained FILE)"
         ) from None
     if getattr(model, "num_classes", 1000) != 1000:
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
