@@ -356,7 +356,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"but {data.name} has {data.num_classes} classes and {data.in_chans} channel(s): evaluate it on the "
             f"dataset it was trained on ({trained_on or 'see its summary.json'})"
         )
-    metrics = evaluate(model, data, split=args.split, batch_size=args.batch_size, device=args.device)
+    # in the precision it was trained and measured in (bf16 autocast on a CPU that computes bf16 natively):
+    # the accuracy then matches the one the run recorded
+    amp = bool(state.get("config", {}).get("amp", False))
+    metrics = evaluate(model, data, split=args.split, batch_size=args.batch_size, device=args.device, amp=amp)
     print(f"{state['model_config'].get('architecture', 'model')} on {data.source} ({args.split} split)")
     print(metrics.report())
     out = args.metrics or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"metrics_{data.name}.json")
