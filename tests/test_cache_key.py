@@ -8,6 +8,7 @@ import torch
 import resnet_tutorial as rt
 from resnet_tutorial import experiments
 from resnet_tutorial.data import load_digits
+from resnet_tutorial.training import CPU_RECIPE, GPU_RECIPE
 
 
 @pytest.fixture
@@ -48,3 +49,26 @@ def test_presentation_modules_do_not_invalidate_the_cache(package_copy):
     assert key() == before
     (package_copy / "models" / "new_block.py").write_text("X = 1\n")  # a new module counts
     assert key() != before
+
+
+def key_for(fit_kwargs):
+    torch.manual_seed(0)
+    model = rt.create_model("resnet20", in_chans=1, channels=(4, 8, 16))
+    return experiments.experiment_key(model, load_digits(), "t", fit_kwargs)
+
+
+@pytest.mark.parametrize("change", [{"lr": 0.05}, {"weight_decay": 0.0}, {"epochs": 2}, {"augment": False},
+                                    {"schedule": "step"}, {"label_smoothing": 0.1}, {"seed": 1}])
+def test_key_changes_with_any_training_setting(change):
+    base = {"epochs": 1, "lr": 0.1}
+    assert key_for({**base, **change}) != key_for(base)
+
+
+def test_key_follows_the_recipe():
+    cpu = CPU_RECIPE
+    assert key_for({"recipe": cpu}) != key_for({"recipe": GPU_RECIPE})
+    assert key_for({"recipe": cpu}) != key_for({"recipe": cpu.replace(weight_decay=0.0)})
+    assert key_for({"recipe": cpu}) != key_for({"recipe": cpu, "epochs": 1})  # an override counts
+    # a recipe and the same settings given one by one are the same experiment
+    assert key_for({"recipe": cpu}) == key_for(dict(**cpu))
+    assert key_for({"recipe": cpu, "lr": 0.05}) == key_for({"recipe": cpu.replace(lr=0.05)})
