@@ -240,7 +240,8 @@ def test_slopes_along_line_is_the_derivative_along_the_line():
     numeric = torch.gradient(f, spacing=1 / (steps - 1))[0]
     slopes = slopes_along_line(net, start, end, steps=steps, output=1, chunk=50)
     assert torch.allclose(slopes[1:-1], numeric[1:-1], rtol=1e-3, atol=1e-6)
-    assert torch.equal(slopes, slopes_along_line(net, start, end, steps=steps, output=1, chunk=7))
+    # another chunking is another shape of matrix product: equal up to float64 rounding, not bit for bit
+    torch.testing.assert_close(slopes, slopes_along_line(net, start, end, steps=steps, output=1, chunk=7))
 
 
 def test_slopes_along_line_refuses_batch_statistics():
