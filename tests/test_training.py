@@ -164,7 +164,7 @@ def test_resume_gives_identical_weights(digits, tmp_path, monkeypatch):
     assert ckpt_module.read_checkpoint(path)["epoch"] == 4
 
 
-def test_cached_fit_trains_once(digits, tmp_path, monkeypatch):
+def test_cached_fit_trains_once(digits, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RESNET_TUTORIAL_CACHE", str(tmp_path))
     calls = []
     real_fit = training.fit
@@ -183,8 +183,14 @@ def test_cached_fit_trains_once(digits, tmp_path, monkeypatch):
     cached_fit(tiny(seed=7), digits, tag="demo", **kwargs)  # other initial weights: trains
     cached_fit(tiny(), digits.subset(20), tag="demo", **kwargs)  # other data: trains
     assert len(calls) == 4
-    cached_fit(tiny(), digits, tag="demo", **{**kwargs, "progress": True})  # progress does not matter
+    capsys.readouterr()
+    loaded = tiny()
+    cached_fit(loaded, digits, tag="demo", **{**kwargs, "progress": True})  # progress does not matter
     assert len(calls) == 4
+    assert not loaded.training and weights_equal(loaded, first_model)  # as fit leaves it
+    said = capsys.readouterr().out
+    assert said.startswith("demo: loaded from the cache (trained in ") and "final: train_loss " in said
+    assert f"test_acc {first.final['test_acc']:.4f}" in said
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
 
 
