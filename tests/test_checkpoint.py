@@ -220,6 +220,8 @@ def test_model_config_records_every_argument_that_shapes_the_model(tmp_path):
     for key in ("num_classes", "in_chans", "shortcut", "drop_rate", "stride_in_1x1"):
         assert getattr(rebuilt, key) == getattr(model, key), key
     assert [s[0].conv1.out_channels for s in rebuilt.stages()] == [4, 8, 16]
+    one_block = rt.models.ResNet(rt.models.BasicBlock, [1, 1], channels=(4, 8), stem="cifar", in_chans=1)
+    assert ck.model_config(one_block)["kwargs"]["channels"] == [4, 8]  # stages of a single block
     bottleneck = rt.create_model("resnet50", num_classes=3, channels=(4, 8, 8, 8), stride_in_1x1=True)
     assert ck.model_config(bottleneck)["kwargs"]["stride_in_1x1"] is True
 
@@ -301,3 +303,18 @@ def test_scaler_and_average_round_trip(tmp_path):
     assert scaler2.get_scale() == 1024.0
     with pytest.raises(CheckpointError, match="no average of the weights"):
         load_checkpoint(tmp_path / "plain.pt", tiny(), ema=ema2)
+
+
+def test_a_gpu_checkpoint_resumes_on_a_machine_without_that_gpu():
+    """The CUDA generators' states are restored only where the same number of GPUs exists."""
+    state = ck.rng_state()
+    expected = torch.rand(2)
+    state["cuda"] = [torch.zeros(1, dtype=torch.uint8)] * (torch.cuda.device_count() + 1)  # one GPU too many
+    ck.set_rng_state(state)  # no error: the CPU generator is restored, the CUDA ones left alone
+    assert torch.equal(torch.rand(2), expected)
+
+
+def test_load_model_state_names_a_checkpoint_by_default():
+    state = {"model": tiny(num_classes=5).state_dict()}
+    with pytest.raises(CheckpointError, match="^'checkpoint' was trained for 5 classes"):
+        ck.load_model_state(tiny(num_classes=10), state)
