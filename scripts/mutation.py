@@ -154,6 +154,9 @@ def collect(module: str, out: Path) -> dict | None:
         if status in KILLED:
             row["killed"] += 1
             continue
+        if status == "not checked":  # a run still going, or stopped early
+            row["not_tested"] = row.get("not_tested", 0) + 1
+            continue
         function = name.split("__mutmut_")[0].rsplit(".", 1)[-1].removeprefix("x_")
         lines = changed_lines(work, module, name)
         key = mutant_key(function, lines)
@@ -171,12 +174,13 @@ def _natural(name: str):
 
 
 def score(row: dict) -> float:
-    tested = row["mutants"] - row["equivalent"] - row["gpu_only"]
-    return 100.0 * row["killed"] / tested if tested else 100.0
+    tested = row["mutants"] - row["equivalent"] - row["gpu_only"] - row.get("not_tested", 0)
+    return 100.0 * row["killed"] / tested if tested else float("nan")
 
 
 def write_report(rows: list[dict], seconds: dict[str, float], out: Path) -> Path:
-    total = {k: sum(r[k] for r in rows) for k in ("mutants", "killed", "equivalent", "gpu_only", "survived")}
+    total = {k: sum(r.get(k, 0) for r in rows)
+             for k in ("mutants", "killed", "equivalent", "gpu_only", "survived", "not_tested")}
     lines = [
         "# Mutation testing of the core (mutmut)",
         "",
@@ -189,6 +193,8 @@ def write_report(rows: list[dict], seconds: dict[str, float], out: Path) -> Path
         minutes = sum(seconds.values()) if r["module"] == "**all**" else seconds.get(r["module"])
         lines.append(f"| {r['module']} | {r['mutants']} | {r['killed']} | {r['equivalent']} | {r['gpu_only']} "
                      f"| {r['survived']} | {score(r):.1f} % | {'' if minutes is None else f'{minutes / 60:.1f}'} |")
+        if r.get("not_tested"):
+            lines[-1] += f" {r['not_tested']} mutants not tested yet: the run did not finish"
     for r in rows:
         if not r["survivors"]:
             continue
