@@ -306,7 +306,7 @@ def test_scaler_and_average_round_trip(tmp_path):
 
 
 def test_a_gpu_checkpoint_resumes_on_a_machine_without_that_gpu():
-    """The CUDA generators' states are restored only where the same number of GPUs exists."""
+    """A checkpoint written on GPUs (its RNG state has a "cuda" entry) resumes where they are missing."""
     state = ck.rng_state()
     expected = torch.rand(2)
     state["cuda"] = [torch.zeros(1, dtype=torch.uint8)] * (torch.cuda.device_count() + 1)  # one GPU too many
