@@ -54,7 +54,7 @@ COLAB_SIM_WORKERS ?= 2
 COLAB_SIM_ZH      ?= chapters/zh_CN/01_background.ipynb
 
 .PHONY: help setup mathjax test unit lint notebooks check-notebooks nbval book html-check browser clean \
-        colab-sim constraints book-zh cjk-font gettext zh-check sweep
+        colab-sim constraints book-zh cjk-font gettext zh-check sweep mutation
 
 help:
 	@echo "make book             set up .venv and build the book (HTML in _build/html)"
@@ -68,6 +68,7 @@ help:
 	@echo "make colab-sim        run every chapter's .ipynb as Colab would: fresh venv, install cell, empty folder"
 	@echo "make constraints      rewrite constraints.txt from what .venv has installed"
 	@echo "make sweep            every chapter under several conditions (threads, CPU kernels, seeds): _build/sweep"
+	@echo "make mutation         mutation testing of the package's core (report in _build/mutation/report.md)"
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -174,6 +175,16 @@ html-check: setup browser
 colab-sim: setup check-notebooks
 	$(BIN)/python scripts/colab_sim.py --workdir $(COLAB_SIM_DIR) --workers $(COLAB_SIM_WORKERS) $(CHAPTERS_NB) \
 	  $(COLAB_SIM_ZH)
+
+# Mutation testing of the package's core with mutmut (not part of `make test`: under an hour on two cores).
+# Each module is mutated in a copy under _build/mutation/work/ and tested by its own test files (the table in
+# scripts/mutation.py); the survivors are in _build/mutation/report.md. MUTATION_MODULES picks modules
+# (e.g. MUTATION_MODULES="checkpoint.py training.py"); it runs niced, beside other work.
+MUTATION_MODULES ?=
+MUTATION_JOBS    ?= 2
+mutation: setup
+	$(PIP_INSTALL) -e '.[mutation]'
+	nice -n 15 $(BIN)/python scripts/mutation.py --jobs $(MUTATION_JOBS) $(MUTATION_MODULES)
 
 test: lint unit nbval book html-check book-zh zh-check colab-sim
 

@@ -78,7 +78,8 @@ def set_rng_state(state: Mapping) -> None:
 
 def _unwrap(model: nn.Module) -> nn.Module:
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):  # DDP, DataParallel, torch.compile
-        model = getattr(model, "module", None) or model._orig_mod
+        # not `module or _orig_mod`: a compiled model's truth value is its len(), which a ResNet lacks
+        model = model.module if hasattr(model, "module") else model._orig_mod
     return model
 
 

@@ -168,3 +168,153 @@ def test_checkpoint_of_another_architecture(tmp_path):
     save_checkpoint(path, tiny(), epoch=1)
     with pytest.raises(CheckpointError, match="resnet20"):
         load_checkpoint(path, rt.create_model("resnet32", in_chans=1, channels=(4, 8, 16)))
+
+
+# --- what the mutation run (make mutation) found untested -----------------------------------------
+
+
+@pytest.mark.parametrize("wrap", [nn.DataParallel, lambda m: nn.DataParallel(torch.compile(m))],
+                         ids=["DataParallel", "DataParallel-of-compiled"])
+def test_a_wrapped_model_is_saved_and_loaded_as_the_bare_model(tmp_path, wrap):
+    """DDP/DataParallel (``.module``) and torch.compile (``._orig_mod``): the checkpoint holds the bare
+    model, its names and its architecture, and loads into a wrapped model too."""
+    model = tiny(num_classes=7)
+    save_checkpoint(tmp_path / "c.pt", wrap(model), epoch=1)
+    rebuilt, state = model_from_checkpoint(tmp_path / "c.pt")
+    assert state["model_config"]["architecture"] == "resnet20" and list(state["model"]) == list(model.state_dict())
+    other = tiny(num_classes=7, seed=3)
+    load_checkpoint(tmp_path / "c.pt", wrap(other))
+    for m in (rebuilt, other):
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), m.state_dict().values(), strict=True))
+
+
+class Foreign(nn.Module):
+    """A model from elsewhere: no registry face, maybe timm's configuration under one of its two names."""
+
+    def __init__(self, **cfg):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+        for name, value in cfg.items():
+            setattr(self, name, value)
+
+
+@pytest.mark.parametrize("name", ["pretrained_cfg", "default_cfg"])
+def test_model_config_of_a_foreign_model(tmp_path, name):
+    cfg = ck.model_config(Foreign(**{name: {"architecture": "resnet20", "num_classes": 2}}))
+    assert cfg["architecture"] == "resnet20" and cfg["kwargs"] == {} and "global_pool" not in cfg
+    assert ck.model_config(Foreign()) == {"kwargs": {}}
+    model = Foreign()
+    save_checkpoint(tmp_path / "c.pt", model, epoch=1)
+    other = Foreign()
+    load_checkpoint(tmp_path / "c.pt", other)  # no num_classes attribute: loads all the same
+    assert torch.equal(other.fc.weight, model.fc.weight)
+
+
+def test_model_config_records_every_argument_that_shapes_the_model(tmp_path):
+    model = rt.create_model("resnet20", in_chans=1, num_classes=3, channels=(4, 8, 16), shortcut="B",
+                            drop_rate=0.25)
+    cfg = ck.model_config(model)
+    assert cfg["num_classes"] == 3 and cfg["in_chans"] == 1  # also at the top, as timm's cfg has them
+    save_checkpoint(tmp_path / "c.pt", model, epoch=1)
+    rebuilt, _ = model_from_checkpoint(tmp_path / "c.pt")
+    for key in ("num_classes", "in_chans", "shortcut", "drop_rate", "stride_in_1x1"):
+        assert getattr(rebuilt, key) == getattr(model, key), key
+    assert [s[0].conv1.out_channels for s in rebuilt.stages()] == [4, 8, 16]
+    one_block = rt.models.ResNet(rt.models.BasicBlock, [1, 1], channels=(4, 8), stem="cifar", in_chans=1)
+    assert ck.model_config(one_block)["kwargs"]["channels"] == [4, 8]  # stages of a single block
+    bottleneck = rt.create_model("resnet50", num_classes=3, channels=(4, 8, 8, 8), stride_in_1x1=True)
+    assert ck.model_config(bottleneck)["kwargs"]["stride_in_1x1"] is True
+
+
+def test_model_from_checkpoint_of_a_hand_made_file(tmp_path):
+    """A checkpoint with no model_config says so; one with only the architecture builds its defaults."""
+    model = tiny()
+    state = {"format": ck.FORMAT, "model": model.state_dict()}
+    ck.atomic_torch_save(state, tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError, match="does not say which architecture"):
+        model_from_checkpoint(tmp_path / "bare.pt")
+    default = rt.create_model("resnet20")
+    ck.atomic_torch_save({**state, "model": default.state_dict(), "model_config": {"architecture": "resnet20"}},
+                         tmp_path / "arch.pt")
+    rebuilt, _ = model_from_checkpoint(tmp_path / "arch.pt")
+    assert rebuilt.num_classes == 10 and rebuilt.in_chans == 3
+    with pytest.raises(CheckpointError, match="holds weights of another model"):  # no model_config to name it
+        load_checkpoint(tmp_path / "bare.pt", rt.create_model("resnet32", in_chans=1, channels=(4, 8, 16)))
+
+
+def test_errors_name_the_file(tmp_path):
+    path = tmp_path / "named.pt"
+    save_checkpoint(path, tiny(num_classes=5), epoch=1)
+    with pytest.raises(CheckpointError, match="named.pt"):
+        model_from_checkpoint(path, channels=(4, 8, 32))
+    with pytest.raises(CheckpointError, match="named.pt.* holds weights of resnet20"):
+        load_checkpoint(path, rt.create_model("resnet32", in_chans=1, num_classes=5, channels=(4, 8, 16)))
+
+
+def test_a_truncated_checkpoint_says_what_to_do(tmp_path):
+    path = tmp_path / "c.pt"
+    path.write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError, match="a checkpoint.*the file is truncated or not a PyTorch checkpoint: "
+                                              "train again or point to another file"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("content", [[torch.zeros(1)], {"format": ck.FORMAT, "model": torch.zeros(1)},
+                                     {"format": "other/1", "model": {}}], ids=["list", "model", "format"])
+def test_files_that_are_not_checkpoints(tmp_path, content):
+    torch.save(content, tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match="not a resnet_tutorial checkpoint"):
+        load_checkpoint(tmp_path / "c.pt")
+
+
+def test_load_restores_only_what_it_is_given(tmp_path):
+    model, opt, sched = trained_setup()
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, model, opt, sched, epoch=3)
+    evaluated = tiny(seed=5)
+    torch.manual_seed(7)
+    expected = torch.get_rng_state()
+    state = load_checkpoint(path, evaluated, restore_rng=False)  # the weights only, for evaluation
+    assert torch.equal(torch.get_rng_state(), expected)  # restore_rng=False: the caller's RNG untouched
+    assert "optimizer" in state and "scheduler" in state
+    assert torch.equal(evaluated.fc.weight, model.fc.weight)
+
+
+def test_scaler_and_average_round_trip(tmp_path):
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    model = tiny()
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    with torch.no_grad():
+        model.fc.weight.add_(1.0)
+    ema.update_parameters(model)
+    ema.update_parameters(model)
+    save_checkpoint(tmp_path / "c.pt", model, epoch=1, scaler=scaler, ema=ema)
+
+    scaler2 = torch.amp.GradScaler("cpu", init_scale=2.0)
+    ema2 = AveragedModel(tiny(seed=4), multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    load_checkpoint(tmp_path / "c.pt", tiny(), scaler=scaler2, ema=ema2)
+    assert scaler2.get_scale() == 1024.0
+    assert ema2.n_averaged.item() == 2 and torch.equal(ema2.module.fc.weight, ema.module.fc.weight)
+
+    save_checkpoint(tmp_path / "plain.pt", model, epoch=1)  # no scaler, no average
+    load_checkpoint(tmp_path / "plain.pt", tiny(), scaler=scaler2)  # a scaler is fine, its state kept
+    assert scaler2.get_scale() == 1024.0
+    with pytest.raises(CheckpointError, match="no average of the weights"):
+        load_checkpoint(tmp_path / "plain.pt", tiny(), ema=ema2)
+
+
+def test_a_gpu_checkpoint_resumes_on_a_machine_without_that_gpu():
+    """A checkpoint written on GPUs (its RNG state has a "cuda" entry) resumes where they are missing."""
+    state = ck.rng_state()
+    expected = torch.rand(2)
+    state["cuda"] = [torch.zeros(1, dtype=torch.uint8)] * (torch.cuda.device_count() + 1)  # one GPU too many
+    ck.set_rng_state(state)  # no error: the CPU generator is restored, the CUDA ones left alone
+    assert torch.equal(torch.rand(2), expected)
+
+
+def test_load_model_state_names_a_checkpoint_by_default():
+    state = {"model": tiny(num_classes=5).state_dict()}
+    with pytest.raises(CheckpointError, match="^'checkpoint' was trained for 5 classes"):
+        ck.load_model_state(tiny(num_classes=10), state)

@@ -18,7 +18,7 @@ from resnet_tutorial.gradflow import (
     remove_batchnorm,
     slopes_along_line,
 )
-from resnet_tutorial.models import BasicBlock, PreActBasicBlock
+from resnet_tutorial.models import BasicBlock, PreActBasicBlock, ResNet
 
 
 def test_cifar_net_matches_registered_models():
@@ -86,6 +86,21 @@ def test_deleted_residual_block_is_its_shortcut():
     nn.init.zeros_(block.bn2.weight)
     nn.init.zeros_(block.bn2.bias)
     assert torch.allclose(block(x.clone()), x)
+
+
+def test_deleted_block_keeps_the_relu_after_its_shortcut():
+    """relu(shortcut(x)) on signed input, for the identity, option A and a projection (option B)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 16, 16)  # signed: the ReLU changes the result
+    option_a = cifar_net(20, channels=(4, 8, 16)).eval()
+    assert torch.equal(DeletedBlock(option_a.layer1[1])(x), torch.relu(x))
+    y = DeletedBlock(option_a.layer2[0])(x)
+    assert torch.equal(y[:, 2:6], torch.relu(x[:, :, ::2, ::2])) and y.min() == 0
+    option_b = ResNet(BasicBlock, [1, 1], channels=(4, 8), stem="cifar", shortcut="B", in_chans=1).eval()
+    down = option_b.layer2[0]
+    projected = down.downsample(x)
+    assert projected.min() < 0
+    torch.testing.assert_close(DeletedBlock(down)(x), torch.relu(projected))
 
 
 def test_deleted_preact_block():

@@ -164,7 +164,7 @@ def test_resume_gives_identical_weights(digits, tmp_path, monkeypatch):
     assert ckpt_module.read_checkpoint(path)["epoch"] == 4
 
 
-def test_cached_fit_trains_once(digits, tmp_path, monkeypatch):
+def test_cached_fit_trains_once(digits, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RESNET_TUTORIAL_CACHE", str(tmp_path))
     calls = []
     real_fit = training.fit
@@ -183,8 +183,14 @@ def test_cached_fit_trains_once(digits, tmp_path, monkeypatch):
     cached_fit(tiny(seed=7), digits, tag="demo", **kwargs)  # other initial weights: trains
     cached_fit(tiny(), digits.subset(20), tag="demo", **kwargs)  # other data: trains
     assert len(calls) == 4
-    cached_fit(tiny(), digits, tag="demo", **{**kwargs, "progress": True})  # progress does not matter
+    capsys.readouterr()
+    loaded = tiny()
+    cached_fit(loaded, digits, tag="demo", **{**kwargs, "progress": True})  # progress does not matter
     assert len(calls) == 4
+    assert not loaded.training and weights_equal(loaded, first_model)  # as fit leaves it
+    said = capsys.readouterr().out
+    assert said.startswith("demo: loaded from the cache (trained in ") and "final: train_loss " in said
+    assert f"test_acc {first.final['test_acc']:.4f}" in said
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
 
 
@@ -222,3 +228,49 @@ def test_cached_fit_concurrent_runs(digits, tmp_path, monkeypatch):
     model = tiny()
     again = cached_fit(model, digits, tag="race", epochs=1, batch_size=128, progress=False)
     assert again.to_dict() in (results[0].to_dict(), results[1].to_dict())
+
+
+def small_bn_net(seed=0):
+    """A conv, its batch norm and a classifier: the smallest net with BN statistics to watch."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+
+
+def test_weight_decay_reaches_the_optimizer():
+    model = nn.Linear(3, 2)
+    opt = training.make_optimizer(model, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.5)
+    assert opt.param_groups[0]["weight_decay"] == 0.5
+    before = model.weight.detach().clone()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()  # a zero gradient: only the decay moves the weights, w <- w - lr * wd * w
+    torch.testing.assert_close(model.weight.detach(), before * (1 - 0.1 * 0.5))
+
+
+def test_two_weight_decays_train_different_weights(digits):
+    kwargs = dict(epochs=1, batch_size=64, lr=0.1, progress=False, device="cpu", augment=False)
+    a, b = small_bn_net(), small_bn_net()
+    fit(a, digits, weight_decay=0.0, **kwargs)
+    fit(b, digits, weight_decay=0.05, **kwargs)
+    # decay pulls the classifier's weights toward zero
+    assert b[-1].weight.norm() < a[-1].weight.norm() - 1e-4
+
+
+def test_a_second_fit_trains_in_training_mode(digits):
+    """fit leaves the model in eval mode; a second fit (fine-tuning) must train it in training mode again,
+    so that batch norm uses the batch's statistics and updates its running ones."""
+    model = small_bn_net()
+    kwargs = dict(epochs=1, batch_size=64, lr=0.05, progress=False, device="cpu")
+    fit(model, digits, **kwargs)
+    assert not model.training
+    modes = []
+    model[1].register_forward_pre_hook(lambda m, args: modes.append(m.training))
+    bn = model[1]
+    mean, batches = bn.running_mean.clone(), bn.num_batches_tracked.item()
+    fit(model, digits, **kwargs)
+    steps = len(digits.loader("train", 64))
+    assert bn.num_batches_tracked.item() == batches + steps
+    assert not torch.allclose(bn.running_mean, mean)
+    assert modes[:steps] == [True] * steps and not any(modes[steps:])  # then evaluated in eval mode
+    assert not model.training

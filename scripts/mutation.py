@@ -1,0 +1,244 @@
+"""Mutation testing of the package's core with mutmut: which one-line bugs would the unit tests miss?
+
+`make mutation` runs this script. For each core module it copies the package and the tests into
+`_build/mutation/work/<module>/`, runs `mutmut run` there with only that module mutated and only the
+test files that exercise it (MODULES below; mutmut then runs, for each mutant, only those of these tests
+that call the mutated function), and writes `_build/mutation/report.md`: per module the number of
+mutants, killed, equivalent and surviving, and every survivor as a diff.
+
+A survivor is either a missing test (write one that asserts what a user depends on) or an equivalent
+mutant, one that cannot change the behaviour: those are listed with the reason in
+`tests/mutation_equivalent.md`, by the key the report gives each survivor (a hash of the function and
+the changed lines, so it survives unrelated edits). Lines starting with `raise` are not mutated: the
+wording of an error message is checked by its key phrase (`pytest.raises(..., match=...)`), not letter
+by letter.
+
+    python scripts/mutation.py                     # every core module (within an hour on 2 cores)
+    python scripts/mutation.py checkpoint.py       # one module
+    python scripts/mutation.py --report-only       # rebuild the report from the last runs
+    python scripts/mutation.py --rerun training.py # after new tests: only changed code and last survivors
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = "resnet_tutorial"
+EQUIVALENT_FILE = ROOT / "tests" / "mutation_equivalent.md"
+
+#: Each core module and the test files that exercise it, smallest and most important first.
+MODULES: dict[str, list[str]] = {
+    "checkpoint.py": ["test_checkpoint.py", "test_weights_safety.py"],
+    "experiments.py": ["test_cache_key.py", "test_training.py"],
+    "gradflow.py": ["test_gradflow.py", "test_degradation.py"],
+    "evaluation.py": ["test_evaluation.py"],
+    "training.py": ["test_training.py", "test_recipe.py", "test_schedules.py", "test_amp_dtype.py"],
+    "finetune.py": ["test_finetune.py"],
+    "data.py": ["test_data.py"],
+    "cli.py": ["test_cli_train.py"],
+    "models/blocks.py": ["test_models.py", "test_resnext.py"],
+    "models/resnet.py": ["test_models.py", "test_model_face.py", "test_resnext.py"],
+    "models/registry.py": ["test_models.py", "test_model_face.py"],
+    "models/zoo.py": ["test_models.py", "test_resnext.py"],
+    "models/weights.py": ["test_weights_safety.py", "test_model_face.py"],
+}
+
+#: Lines never mutated (regular expressions): an exception's message is checked by its key phrase.
+DO_NOT_MUTATE = [r"^\s*raise\b"]
+
+KILLED = {"killed", "timeout", "caught by type check", "segfault"}
+
+
+def mutmut_config(module: str, tests: list[str]) -> str:
+    quote = lambda items: "[" + ", ".join(json.dumps(i) for i in items) + "]"  # noqa: E731
+    return (
+        "[tool.mutmut]\n"
+        f'source_paths = ["{PACKAGE}"]\n'
+        f'only_mutate = ["{PACKAGE}/{module}"]\n'
+        f"do_not_mutate_patterns = {quote(DO_NOT_MUTATE)}\n"
+        f"pytest_add_cli_args_test_selection = {quote('tests/' + t for t in tests)}\n"
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]\n'
+        "\n[tool.pytest.ini_options]\n"
+        'testpaths = ["tests"]\n'
+        'markers = ["slow: tests that take more than a few seconds"]\n'
+    )
+
+
+def workdir(out: Path, module: str) -> Path:
+    return out / "work" / module.replace("/", "_").removesuffix(".py")
+
+
+def run_module(module: str, out: Path, jobs: int, rerun: bool = False) -> float:
+    """Run mutmut on one module in a fresh copy of the package and tests; return the seconds it took.
+
+    ``rerun``: keep the last run's results, copy the changed sources and tests over them, let mutmut test
+    the mutants of changed functions and test the last run's survivors again (after new tests)."""
+    work = workdir(out, module)
+    rerun = rerun and (work / "mutants").is_dir()
+    survivors = [s["name"] for s in (collect(module, out) or {"survivors": []})["survivors"]] if rerun else []
+    if not rerun:
+        shutil.rmtree(work, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / PACKAGE, work / PACKAGE, ignore=ignore, dirs_exist_ok=True)
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore, dirs_exist_ok=True)
+    (work / "pyproject.toml").write_text(mutmut_config(module, MODULES[module]))
+    mutmut = Path(sys.executable).parent / "mutmut"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RESNET_TUTORIAL_CACHE": str(work / "cache")}
+    env.pop("PYTHONPATH", None)  # the copy in `mutants/` must be the package the tests import
+    t0 = time.perf_counter()
+    with open(out / f"{work.name}.log", "a" if rerun else "w") as log:
+        for names in [[], survivors] if survivors else [[]]:
+            rc = subprocess.call([str(mutmut), "run", "--max-children", str(jobs), *names], cwd=work, env=env,
+                                 stdout=log, stderr=subprocess.STDOUT)
+            if rc != 0:
+                print(f"  mutmut failed on {module} (exit {rc}); see {out / (work.name + '.log')}", file=sys.stderr)
+    return time.perf_counter() - t0
+
+
+def changed_lines(work: Path, module: str, name: str) -> list[str]:
+    """The changed lines of mutant ``name`` (what ``mutmut show`` prints, without starting mutmut again)."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        diff = get_diff_for_mutant(name, path=Path(PACKAGE) / module)
+    finally:
+        os.chdir(cwd)
+    return [ln for ln in diff.splitlines() if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+
+
+def mutant_key(function: str, lines: list[str]) -> str:
+    """A name for a mutant that does not depend on mutmut's numbering: function and changed lines."""
+    text = function + "\n" + "\n".join(ln[0] + " ".join(ln[1:].split()) for ln in lines)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def equivalent_keys() -> dict[str, str]:
+    """The keys listed in tests/mutation_equivalent.md: ``"equivalent"``, or ``"gpu_only"`` for those under
+    the heading "Only a GPU ..." (mutants of CUDA-only lines, which the unit tests on CPUs never reach)."""
+    if not EQUIVALENT_FILE.exists():
+        return {}
+    keys, kind = {}, "equivalent"
+    for line in EQUIVALENT_FILE.read_text().splitlines():
+        if line.startswith("## "):
+            kind = "gpu_only" if "GPU" in line else "equivalent"
+        for key in re.findall(r"`([0-9a-f]{10})`", line) if line.startswith("- ") else []:
+            keys[key] = kind
+    return keys
+
+
+def collect(module: str, out: Path) -> dict | None:
+    from mutmut.stats import status_by_exit_code
+
+    work = workdir(out, module)
+    meta = work / "mutants" / PACKAGE / (module + ".meta")
+    if not meta.exists():
+        return None
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    equivalent = equivalent_keys()
+    row = {"module": module, "mutants": len(codes), "killed": 0, "equivalent": 0, "gpu_only": 0, "survived": 0,
+           "survivors": []}
+    for name, code in sorted(codes.items(), key=lambda kv: _natural(kv[0])):
+        status = status_by_exit_code[code]
+        if status in KILLED:
+            row["killed"] += 1
+            continue
+        if status == "not checked":  # a run still going, or stopped early
+            row["not_tested"] = row.get("not_tested", 0) + 1
+            continue
+        function = name.split("__mutmut_")[0].rsplit(".", 1)[-1].removeprefix("x_")
+        lines = changed_lines(work, module, name)
+        key = mutant_key(function, lines)
+        if key in equivalent:
+            row[equivalent[key]] += 1
+            continue
+        row["survived"] += 1
+        row["survivors"].append({"name": name, "status": status, "key": key, "function": function,
+                                 "lines": lines})
+    return row
+
+
+def _natural(name: str):
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+def score(row: dict) -> float:
+    tested = row["mutants"] - row["equivalent"] - row["gpu_only"] - row.get("not_tested", 0)
+    return 100.0 * row["killed"] / tested if tested else float("nan")
+
+
+def write_report(rows: list[dict], seconds: dict[str, float], out: Path) -> Path:
+    total = {k: sum(r.get(k, 0) for r in rows)
+             for k in ("mutants", "killed", "equivalent", "gpu_only", "survived", "not_tested")}
+    lines = [
+        "# Mutation testing of the core (mutmut)",
+        "",
+        "Score: killed / (mutants - equivalent - GPU-only), both listed with reasons in tests/mutation_equivalent.md.",
+        "",
+        "| module | mutants | killed | equivalent | GPU-only | survived | score | minutes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows + [{**total, "module": "**all**"}]:
+        minutes = sum(seconds.values()) if r["module"] == "**all**" else seconds.get(r["module"])
+        lines.append(f"| {r['module']} | {r['mutants']} | {r['killed']} | {r['equivalent']} | {r['gpu_only']} "
+                     f"| {r['survived']} | {score(r):.1f} % | {'' if minutes is None else f'{minutes / 60:.1f}'} |")
+        if r.get("not_tested"):
+            lines[-1] += f" {r['not_tested']} mutants not tested yet: the run did not finish"
+    for r in rows:
+        if not r["survivors"]:
+            continue
+        lines += ["", f"## Survivors in {r['module']}", ""]
+        for s in r["survivors"]:
+            lines.append(f"- `{s['key']}` {s['function']} ({s['name'].rsplit('.', 1)[-1]}, {s['status']}):")
+            lines += ["  ```diff", *(f"  {ln}" for ln in s["lines"]), "  ```"]
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    (out / "summary.json").write_text(json.dumps({"rows": [{k: v for k, v in r.items() if k != "survivors"}
+                                                            for r in rows], "seconds": seconds}, indent=1))
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", help=f"modules of {PACKAGE}/ (default: all of MODULES)")
+    parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2)")
+    parser.add_argument("--out", type=Path, default=ROOT / "_build" / "mutation")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the report from the last runs")
+    parser.add_argument("--rerun", action="store_true",
+                        help="keep the last results; test changed functions and the last survivors again")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        parser.error(f"not a core module: {', '.join(unknown)}; choose from {', '.join(MODULES)}")
+    modules = args.modules or list(MODULES)
+    args.out.mkdir(parents=True, exist_ok=True)
+    times_file = args.out / "seconds.json"
+    seconds = json.loads(times_file.read_text()) if times_file.exists() else {}
+    if not args.report_only:
+        for module in modules:
+            print(f"mutating {module} (tests: {', '.join(MODULES[module])}) ...", flush=True)
+            took = run_module(module, args.out, args.jobs, args.rerun)
+            print(f"  {took / 60:.1f} minutes", flush=True)
+            if not args.rerun or module not in seconds:  # the report shows the time of a whole run
+                seconds[module] = took
+            times_file.write_text(json.dumps(seconds, indent=1))
+    rows = [row for m in MODULES if (row := collect(m, args.out)) is not None]
+    report = write_report(rows, {m: s for m, s in seconds.items() if m in {r["module"] for r in rows}}, args.out)
+    print(report.read_text().split("\n## ")[0])
+    print(f"report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
