@@ -366,7 +366,7 @@ def fit(
     config = dict(dataset=getattr(data, "name", None), **dataclasses.asdict(r),
                   seed=seed, world_size=world)
     config.update(amp=use_amp, amp_dtype=str(amp_dtype), channels_last=cl)
-    cap = max_steps()  # RESNET_TUTORIAL_MAX_STEPS: the smoke run's cap on the steps of this run
+    cap = max_steps()  # RESNET_TUTORIAL_MAX_STEPS: the smoke run's cap on the steps
     if cap:
         config["max_steps"] = cap
     history, start = History(config=config), 0
@@ -415,8 +415,8 @@ def fit(
                                  torch.tensor(float(len(y)), device=device)])
             steps += 1
             capped = cap is not None and steps >= cap
-            if step % 20 == 0 or step == len(train_loader) - 1 or capped:  # sync every 20 steps
-                _check_finite(sums, epoch, r.lr, bar)
+            if step % 20 == 0 or step == len(train_loader) - 1 or capped:
+                _check_finite(sums, epoch, r.lr, bar)  # syncs: every 20 steps
             bar.update()
             if capped:
                 break

@@ -119,7 +119,8 @@ def imagenet_finetune(
     )
     generator = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
-    start, steps, cap = time.perf_counter(), 0, max_steps()  # cap: RESNET_TUTORIAL_MAX_STEPS
+    cap = max_steps()  # RESNET_TUTORIAL_MAX_STEPS: the smoke run's cap on the steps
+    start, steps = time.perf_counter(), 0
     for _ in range(epochs):
         if cap is not None and steps >= cap:
             break
