@@ -17,6 +17,9 @@ One more caps the work, for the smoke run of the ``gpu`` and ``paper`` profiles 
 ``RESNET_TUTORIAL_MAX_STEPS=N`` stops every training run of the package (``training.fit``,
 ``transfer.imagenet_finetune``) after ``N`` optimizer steps in total; the run still evaluates and returns its
 result, with the epochs it reached. Unset (or 0): no cap. It is part of the experiment cache's key.
+``RESNET_TUTORIAL_SMOKE=1`` (the smoke run too) shrinks the one piece of work that neither training nor the
+data's size bounds: the appendix's speed comparison (``reference.speed_comparison``) times batches of 2 images
+of 64 pixels in 2 rounds, instead of a GPU's sizes on a CPU.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ PROFILES = ("cpu", "gpu", "paper")
 SEED_ENV = "RESNET_TUTORIAL_SEED"
 CPU_BF16_ENV = "RESNET_TUTORIAL_CPU_BF16"
 MAX_STEPS_ENV = "RESNET_TUTORIAL_MAX_STEPS"
+SMOKE_ENV = "RESNET_TUTORIAL_SMOKE"
 
 
 def get_profile() -> str:
@@ -86,6 +90,11 @@ def max_steps() -> int | None:
         raise ConfigError(f"{MAX_STEPS_ENV} must be a whole number of steps (0: no cap), got {value!r}: "
                           "unset it to train in full")
     return steps or None
+
+
+def smoke_sizes() -> bool:
+    """``RESNET_TUTORIAL_SMOKE=1``: the smoke run's sizes for timing loops (see the module doc)."""
+    return os.environ.get(SMOKE_ENV, "").strip() == "1"
 
 
 def shifted(seed: int) -> int:

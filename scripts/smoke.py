@@ -14,7 +14,8 @@ bottom (nbclient, each kernel on one thread, ``--workers`` at a time) in each pr
   file names torchvision downloads them to (:data:`TORCHVISION_WEIGHTS`); that cell also makes any download
   an error naming the URL;
 * ``RESNET_TUTORIAL_ONLINE=1``, so that the cells that only run online run too, on those stand-ins;
-* ``RESNET_TUTORIAL_MAX_STEPS`` (``--max-steps``) capping every training run, and its own experiment cache;
+* ``RESNET_TUTORIAL_MAX_STEPS`` (``--max-steps``) capping every training run, ``RESNET_TUTORIAL_SMOKE=1``
+  shrinking the appendix's timing loop (``resnet_tutorial.runtime``), and its own experiment cache;
 * ``RESNET_TUTORIAL_CHECKS=report``: a chapter's claim that does not hold on the fixture (random pixels and
   labels, a few steps) is printed and logged (``RESNET_TUTORIAL_CHECK_LOG``) instead of raised. Every other
   error fails the run.
@@ -99,6 +100,7 @@ def environment(workdir: Path, profile: str, max_steps: int, log: Path) -> dict:
         "RESNET_TUTORIAL_MAX_STEPS": str(max_steps),
         "RESNET_TUTORIAL_CHECKS": "report",
         "RESNET_TUTORIAL_CHECK_LOG": str(log),
+        "RESNET_TUTORIAL_SMOKE": "1",  # the speed comparison's timing at small sizes
         "RESNET_TUTORIAL_ONLINE": "1",  # the cells that would download: the stand-ins are in place
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",

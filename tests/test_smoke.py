@@ -80,6 +80,15 @@ def test_max_steps_is_part_of_the_cache_key(digits, monkeypatch):
     assert experiment_key(model, digits, "t", kwargs) != full
 
 
+def test_smoke_sizes_shrink_the_speed_comparison(monkeypatch):
+    from resnet_tutorial.reference import speed_comparison
+
+    monkeypatch.setenv("RESNET_TUTORIAL_SMOKE", "1")
+    rows = speed_comparison("resnet18", libraries=("torchvision",), batch_size=64, image_size=224, repeats=7,
+                            modes=("infer",), memory_formats=("nchw",), progress=False, device="cpu")
+    assert {(r["batch_size"], r["image_size"], r["repeats"]) for r in rows} == {(2, 64, 2)}
+
+
 def test_imagenet_finetune_stops_after_max_steps(monkeypatch):
     from test_transfer import cifar_like, random_imagenet_state
 
