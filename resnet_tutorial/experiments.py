@@ -18,7 +18,7 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from .runtime import cpu_bf16_native, seed_offset
+from .runtime import cpu_bf16_native, max_steps, seed_offset
 
 CACHE_ENV = "RESNET_TUTORIAL_CACHE"
 
@@ -110,9 +110,9 @@ def experiment_key(model: nn.Module, data, tag: str, fit_kwargs: dict) -> str:
         "fit": _jsonable(kwargs),
         "source": _source_hash(),
         "torch": torch.__version__,
-        # what the run's environment changes in training: every seed's offset, and whether amp="auto"
-        # autocasts on this CPU
-        "runtime": {"seed_offset": seed_offset(), "cpu_bf16": cpu_bf16_native()},
+        # what the run's environment changes in training: every seed's offset, whether amp="auto"
+        # autocasts on this CPU, and the smoke run's cap on the steps
+        "runtime": {"seed_offset": seed_offset(), "cpu_bf16": cpu_bf16_native(), "max_steps": max_steps()},
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()
 

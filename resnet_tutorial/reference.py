@@ -22,7 +22,7 @@ from torch import nn
 
 from .errors import ResnetTutorialError
 from .models import create_model, list_models, model_family
-from .runtime import pick_device
+from .runtime import pick_device, smoke_sizes
 
 LIBRARIES = ("timm", "torchvision")
 
@@ -245,6 +245,8 @@ def speed_comparison(
     batch_size = batch_size or (64 if on_gpu else 8)
     image_size = image_size or (224 if on_gpu else 128)
     steps = steps_per_repeat or (10 if on_gpu else 1)
+    if smoke_sizes():  # RESNET_TUTORIAL_SMOKE=1: the code path, not the machine
+        batch_size, image_size, repeats, steps = min(batch_size, 2), min(image_size, 64), min(repeats, 2), 1
     generator = torch.Generator().manual_seed(seed)
     x_cpu = torch.randn(batch_size, 3, image_size, image_size, generator=generator)
     y = torch.randint(0, 1000, (batch_size,), generator=generator).to(device)

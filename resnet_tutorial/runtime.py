@@ -12,6 +12,14 @@ Two more settings exist so that a chapter's claims can be tried under other cond
 ``RESNET_TUTORIAL_SEED`` shifts every seed the package and the chapters use by a whole number (default 0),
 and ``RESNET_TUTORIAL_CPU_BF16`` (``0`` or ``1``) overrides whether this CPU computes bf16 natively, which
 decides what ``amp="auto"`` does on a CPU.
+
+One more caps the work, for the smoke run of the ``gpu`` and ``paper`` profiles on a CPU (``make smoke``):
+``RESNET_TUTORIAL_MAX_STEPS=N`` stops every training run of the package (``training.fit``,
+``transfer.imagenet_finetune``) after ``N`` optimizer steps in total; the run still evaluates and returns its
+result, with the epochs it reached. Unset (or 0): no cap. It is part of the experiment cache's key.
+``RESNET_TUTORIAL_SMOKE=1`` (the smoke run too) shrinks the one piece of work that neither training nor the
+data's size bounds: the appendix's speed comparison (``reference.speed_comparison``) times batches of 2 images
+of 64 pixels in 2 rounds, instead of a GPU's sizes on a CPU.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ PROFILE_ENV = "RESNET_TUTORIAL_PROFILE"
 PROFILES = ("cpu", "gpu", "paper")
 SEED_ENV = "RESNET_TUTORIAL_SEED"
 CPU_BF16_ENV = "RESNET_TUTORIAL_CPU_BF16"
+MAX_STEPS_ENV = "RESNET_TUTORIAL_MAX_STEPS"
+SMOKE_ENV = "RESNET_TUTORIAL_SMOKE"
 
 
 def get_profile() -> str:
@@ -65,6 +75,26 @@ def seed_offset() -> int:
 
         raise ConfigError(f"{SEED_ENV} must be a whole number (the offset added to every seed), "
                           f"got {value!r}: set it to 0, 1, 2, ... or unset it") from None
+
+
+def max_steps() -> int | None:
+    """``RESNET_TUTORIAL_MAX_STEPS``: the most optimizer steps a training run takes, or None (no cap)."""
+    value = os.environ.get(MAX_STEPS_ENV, "").strip()
+    try:
+        steps = int(value or 0)
+    except ValueError:
+        steps = -1
+    if steps < 0:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{MAX_STEPS_ENV} must be a whole number of steps (0: no cap), got {value!r}: "
+                          "unset it to train in full")
+    return steps or None
+
+
+def smoke_sizes() -> bool:
+    """``RESNET_TUTORIAL_SMOKE=1``: the smoke run's sizes for timing loops (see the module doc)."""
+    return os.environ.get(SMOKE_ENV, "").strip() == "1"
 
 
 def shifted(seed: int) -> int:

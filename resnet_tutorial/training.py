@@ -24,7 +24,7 @@ from torch import nn
 
 from .errors import ResnetTutorialError
 from .evaluation import predict_logits
-from .runtime import amp_settings, pick_device, shifted  # amp_settings: used here and re-exported
+from .runtime import amp_settings, max_steps, pick_device, shifted  # amp_settings: used here and re-exported
 
 
 class TrainingError(ResnetTutorialError):
@@ -354,6 +354,9 @@ def fit(
                   seed=seed, world_size=world)
     config.update(getattr(data, "run_info", {}))  # a folder's classes and preprocessing
     config.update(amp=use_amp, amp_dtype=str(amp_dtype), channels_last=cl)
+    cap = max_steps()  # RESNET_TUTORIAL_MAX_STEPS: the smoke run's cap on the steps
+    if cap:
+        config["max_steps"] = cap
     history, start = History(config=config), 0
     if resume and checkpoint_path and os.path.exists(checkpoint_path):
         state = load_checkpoint(checkpoint_path, model, optimizer, scheduler,
@@ -367,6 +370,7 @@ def fit(
         dist_utils.seed_this_rank(shifted(seed))
     net = torch.compile(net) if r.compile else net
     loss_fn = nn.CrossEntropyLoss(label_smoothing=r.label_smoothing)
+    steps = 0
 
     for epoch in range(start, r.epochs):
         t0, cpu0, net = time.perf_counter(), time.process_time(), net.train()
@@ -397,16 +401,21 @@ def fit(
             sums += torch.stack([loss.detach().float() * len(y),
                                  (logits.argmax(1) == y).sum().float(),
                                  torch.tensor(float(len(y)), device=device)])
-            if step % 20 == 0 or step == len(train_loader) - 1:  # sync every 20 steps
-                _check_finite(sums, epoch, r.lr, bar)
+            steps += 1
+            capped = cap is not None and steps >= cap
+            if step % 20 == 0 or step == len(train_loader) - 1 or capped:
+                _check_finite(sums, epoch, r.lr, bar)  # syncs: every 20 steps
             bar.update()
+            if capped:
+                break
         sums = dist_utils.all_reduce_sum(sums)
         loss_mean, acc = (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
         row = dict(epoch=epoch + 1, train_loss=loss_mean, train_acc=acc,
                    train_error=1 - acc, lr=epoch_lr,  # the first group's, at the start
                    train_seconds=time.perf_counter() - t0,
                    train_cpu_seconds=time.process_time() - cpu0)  # all threads
-        if (epoch + 1) % eval_every == 0 or epoch + 1 == r.epochs:
+        capped = cap is not None and steps >= cap
+        if (epoch + 1) % eval_every == 0 or epoch + 1 == r.epochs or capped:
             row["test_loss"], row["test_acc"] = evaluate_loss_acc(
                 model if ema is None else ema.module, test_loader, use_amp, amp_dtype,
                 cl, tta_fill=black if r.tta else None)
@@ -424,10 +433,23 @@ def fit(
             save_checkpoint(checkpoint_path, model, optimizer, scheduler,
                             epoch=epoch + 1, history=history.to_dict(), config=config,
                             scaler=scaler, ema=ema)
+        if capped:
+            _pad_capped(history, r.epochs)
+            break
     if ema is not None:  # the average is the trained model
         model.load_state_dict(ema.module.state_dict())
     model.eval()
     return history
+
+
+def _pad_capped(history: History, epochs: int) -> None:
+    """A run stopped by ``RESNET_TUTORIAL_MAX_STEPS`` (the smoke run) keeps the shape of a whole one: its last
+    row (and gradient norms) repeated for the epochs it did not train, marked ``capped``, so that the code
+    reading the history per epoch runs as it would after a whole run."""
+    last = history.epochs[-1]
+    for epoch in range(len(history.epochs), epochs):
+        history.epochs.append({**last, "epoch": epoch + 1, "seconds": 0.0, "capped": True})
+    history.grad_norms = {k: v + v[-1:] * (epochs - len(v)) for k, v in history.grad_norms.items()}
 
 
 def _check_finite(sums: torch.Tensor, epoch: int, lr: float, bar) -> None:

@@ -19,7 +19,7 @@ from torch import nn
 
 from .data import ImageData, random_flip
 from .models import create_model
-from .runtime import pick_device
+from .runtime import max_steps, pick_device
 from .training import amp_settings
 
 
@@ -119,11 +119,16 @@ def imagenet_finetune(
     )
     generator = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
-    start = time.perf_counter()
+    cap = max_steps()  # RESNET_TUTORIAL_MAX_STEPS: the smoke run's cap on the steps
+    start, steps = time.perf_counter(), 0
     for _ in range(epochs):
+        if cap is not None and steps >= cap:
+            break
         model.train()
         order = torch.randperm(len(data.train), generator=generator)
         for i in range(steps_per_epoch):
+            if cap is not None and steps >= cap:
+                break
             idx = order[i * batch_size : (i + 1) * batch_size]
             images = random_flip(data.train.images[idx], generator).to(device)
             images = images.contiguous(memory_format=memory_format)
@@ -135,6 +140,7 @@ def imagenet_finetune(
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            steps += 1
     accuracy = transformed_accuracy(
         model, data, transform, device, amp=use_amp, amp_dtype=amp_dtype
     )
@@ -142,7 +148,7 @@ def imagenet_finetune(
         "model": name,
         "weights": tag,
         "epochs": epochs,
-        "steps": epochs * steps_per_epoch,
+        "steps": steps,
         "test_acc": accuracy,
         "seconds": time.perf_counter() - start,
     }

@@ -8,38 +8,16 @@ import pytest
 import torch
 
 from resnet_tutorial import data as rd
+from resnet_tutorial import testing
 from resnet_tutorial.data import DataError, load_dataset
 
 
 def write_cifar10_fixture(root, monkeypatch, n_per_batch=50, seed=0):
-    """A tiny CIFAR-10 in the official python-version layout: protocol-2 pickles of the dicts the official
-    (Python 2) files hold. Returns the batches.
-
-    torchvision checks each file's MD5 against the official release; the fixture's MD5s are registered in
-    its place (``CIFAR10.train_list``, ``test_list``, ``meta``), so the check itself still runs.
-    """
-    from torchvision.datasets import CIFAR10
-    from torchvision.datasets.utils import calculate_md5
-
-    folder = os.path.join(root, "cifar-10-batches-py")
-    os.makedirs(folder, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    batches, md5 = {}, {}
-    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
-        data = rng.integers(0, 256, size=(n_per_batch, 3072), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, 10, size=n_per_batch)]
-        with open(os.path.join(folder, name), "wb") as f:
-            pickle.dump({"batch_label": name, "labels": labels, "data": data,
-                         "filenames": ["x.png"] * n_per_batch}, f, protocol=2)
-        batches[name] = (data, labels)
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    with open(os.path.join(folder, "batches.meta"), "wb") as f:
-        pickle.dump({"label_names": names, "num_cases_per_batch": n_per_batch, "num_vis": 3072}, f, protocol=2)
-    for name in [*batches, "batches.meta"]:
-        md5[name] = calculate_md5(os.path.join(folder, name))
-    monkeypatch.setattr(CIFAR10, "train_list", [[n, md5[n]] for n in batches if n != "test_batch"])
-    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
-    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5["batches.meta"]})
+    """A tiny CIFAR-10 in the official python-version layout (``resnet_tutorial.testing``), its MD5s registered
+    in torchvision's place of the official ones for this test, so the check itself still runs. Returns the
+    batches."""
+    batches, md5 = testing.write_cifar10_fixture(root, n_per_batch=n_per_batch, seed=seed)
+    testing.register_cifar10_fixture(md5, monkeypatch.setattr)
     return batches
 
 
