@@ -108,8 +108,6 @@ def model_config(model: nn.Module) -> dict:
 
 def model_from_checkpoint(path, **overrides) -> tuple[nn.Module, dict]:
     """Build the model a checkpoint was saved from, load its weights; return ``(model, checkpoint)``."""
-    from .models import create_model
-
     state = read_checkpoint(path)
     cfg = state.get("model_config", {})
     if "architecture" not in cfg:
@@ -120,13 +118,19 @@ def model_from_checkpoint(path, **overrides) -> tuple[nn.Module, dict]:
             f"{path!r} holds a model normalised with {', '.join(cfg['norm_layer'])}, not batch norm: pass the "
             "same norm_layer (model_from_checkpoint(path, norm_layer=...)), or create the model yourself and "
             "call load_checkpoint(path, model)")
-    kwargs = dict(cfg.get("kwargs", {}))
-    if "channels" in kwargs:
-        kwargs["channels"] = tuple(kwargs["channels"])
-    kwargs.update(overrides)
-    model = create_model(cfg["architecture"], **kwargs)
+    model = model_from_config(cfg, **overrides)
     load_model_state(model, state, path)
     return model, state
+
+
+def model_from_config(cfg: Mapping, **overrides) -> nn.Module:
+    """A fresh model of the architecture a :func:`model_config` describes (``overrides`` win)."""
+    from .models import create_model
+
+    kwargs = dict(cfg.get("kwargs", {}))
+    if "channels" in kwargs:  # JSON and torch.save give back the tuple as a list
+        kwargs["channels"] = tuple(kwargs["channels"])
+    return create_model(cfg["architecture"], **{**kwargs, **overrides})
 
 
 def save_checkpoint(path, model, optimizer=None, scheduler=None, *, epoch: int,

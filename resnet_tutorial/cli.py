@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from .errors import ResnetTutorialError
+from .training import Recipe, RecipeError
 
 
 class CLIError(ResnetTutorialError):
@@ -161,21 +162,22 @@ def _resolve_pretrained(args: argparse.Namespace) -> None:
         raise CLIError(f"--workers must be 0 or more, got {args.workers}")
 
 
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    """The ``Recipe`` that the training options say; its errors as the options' (``--lr must be ...``)."""
+    try:
+        return Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
+                      weight_decay=args.weight_decay, label_smoothing=args.label_smoothing)
+    except RecipeError as err:
+        problems = (f"--{name.replace('_', '-')} {problem}" for name, problem in err.problems.items())
+        raise CLIError("; ".join(problems)) from None
+
+
 def check_train_args(args: argparse.Namespace) -> None:
     """Every check that needs no data and no model, so a bad argument fails before anything is created."""
     from .models import model_family
 
     _resolve_pretrained(args)
-    if args.epochs < 1:
-        raise CLIError(f"--epochs must be at least 1, got {args.epochs}")
-    if args.batch_size < 1:
-        raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if not args.lr > 0:
-        raise CLIError(f"--lr must be a positive learning rate, e.g. 0.1; got {args.lr}")
-    if not args.weight_decay >= 0:
-        raise CLIError(f"--weight-decay must be 0 or more, e.g. 5e-4; got {args.weight_decay}")
-    if not 0 <= args.label_smoothing < 1:
-        raise CLIError(f"--label-smoothing must be in [0, 1), e.g. 0.1; got {args.label_smoothing}")
+    args.recipe = recipe_from_args(args)
     model_family(args.model)  # an unknown model name fails here, before any data is read
     _check_device(args.device)
     _check_out_dir(args.out)
@@ -215,10 +217,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             os.makedirs(args.out, exist_ok=True)
             start = f" from {args.pretrained} ({args.finetune})" if args.pretrained else ""
             print(f"training {args.model}{start} on {data.source} | {world} process(es)", flush=True)
-        history = fit(model, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      schedule=args.schedule, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                      device=device or args.device, seed=args.seed, progress=not args.quiet,
-                      checkpoint_path=ckpt, resume=args.resume, param_groups=param_groups)
+        history = fit(model, data, args.recipe, device=device or args.device, seed=args.seed,
+                      progress=not args.quiet, checkpoint_path=ckpt, resume=args.resume, param_groups=param_groups)
         if rank == 0:
             summary = {"model": args.model, "dataset": data.name, "data_source": data.source,
                        "classes": data.classes, "mean": data.mean, "std": data.std, "world_size": world,

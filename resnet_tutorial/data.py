@@ -21,10 +21,11 @@ training fast on two CPU cores.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -55,13 +56,25 @@ def default_data_dir() -> str:
 
 @dataclass
 class Split:
-    """One split: ``images`` uint8 ``(N, C, H, W)`` and ``labels`` int64 ``(N,)``."""
+    """One split: ``images`` uint8 ``(N, C, H, W)`` and ``labels`` int64 ``(N,)``.
+
+    :meth:`on` copies it to a device once and keeps the copy: it belongs to these tensors, so a dataset
+    made with ``dataclasses.replace`` that shares the split shares the copy, and a new split has none.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
+    _copies: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def on(self, device: torch.device) -> Split:
+        """This split on ``device`` (copied the first time, then reused)."""
+        key = str(device)
+        if key not in self._copies:
+            self._copies[key] = Split(self.images.to(device), self.labels.to(device))
+        return self._copies[key]
 
 
 @dataclass
@@ -70,7 +83,10 @@ class ImageData:
 
     ``mean`` and ``std`` are per channel, on the 0..1 scale, computed from the training split only.
     ``augmentation`` is ``"crop_flip"`` (pad by 4, random crop, horizontal flip: the paper's CIFAR
-    recipe) or ``"shift"`` (random shifts of up to 2 pixels and never a flip: a flipped 2 is no digit).
+    recipe), ``"shift"`` (random shifts of up to 2 pixels and never a flip: a flipped 2 is no digit),
+    ``"flip"`` or ``"none"``. ``transform``, when given, turns a batch of uint8 images into the model's input
+    in place of :meth:`normalize` (e.g. the ``transforms()`` of torchvision's ImageNet weights:
+    ``transfer.imagenet_finetune``).
     """
 
     name: str
@@ -81,7 +97,7 @@ class ImageData:
     std: tuple[float, ...]
     source: str
     augmentation: str = "shift"
-    _on_device: dict = field(default_factory=dict, repr=False, compare=False)
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def in_chans(self) -> int:
@@ -123,7 +139,13 @@ class ImageData:
             return random_flip(random_crop(x, 4, generator), generator)
         if self.augmentation == "shift":
             return random_crop(x, 2, generator)
+        if self.augmentation == "flip":
+            return random_flip(x, generator)
         return x
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch of uint8 images as the model's input: :attr:`transform`, else :meth:`normalize`."""
+        return self.normalize(images) if self.transform is None else self.transform(images)
 
     def split(self, split: str) -> Split:
         if split not in ("train", "test"):
@@ -165,12 +187,8 @@ class ImageData:
         )
 
     def on_device(self, split: str, device: torch.device) -> Split:
-        """The split's tensors on ``device`` (copied once, then reused)."""
-        key = (split, str(device))
-        if key not in self._on_device:
-            s = self.split(split)
-            self._on_device[key] = Split(s.images.to(device), s.labels.to(device))
-        return self._on_device[key]
+        """The split's tensors on ``device`` (copied once, then reused: :meth:`Split.on`)."""
+        return self.split(split).on(device)
 
     def subset(self, n_per_class: int, seed: int = 0, test_per_class: int | None = None) -> ImageData:
         """A smaller, stratified copy: ``n_per_class`` training images per class (and ``test_per_class``
@@ -183,13 +201,10 @@ class ImageData:
             train=train,
             test=test,
             source=f"{self.source}; subset of {n_per_class} training images per class (seed {shifted(seed)})",
-            _on_device={},
         )
 
     def fingerprint(self) -> dict:
         """What identifies this data for caching: name, sizes, and hashes of labels and a sample of images."""
-        import hashlib
-
         h = hashlib.sha256()
         for s in (self.train, self.test):
             h.update(s.labels.cpu().numpy().tobytes())
@@ -203,6 +218,7 @@ class ImageData:
             "augmentation": self.augmentation,
             "mean": list(self.mean),
             "std": list(self.std),
+            "transform": None if self.transform is None else repr(self.transform),
             "hash": h.hexdigest(),
         }
 
@@ -290,7 +306,7 @@ class BatchLoader:
             images = split.images[batch]
             if self.augment:
                 images = self.data.augment(images, generator)
-            yield self.data.normalize(images), split.labels[batch]
+            yield self.data.prepare(images), split.labels[batch]
 
 
 # --- building datasets ----------------------------------------------------------------------------
@@ -511,6 +527,5 @@ def load_dataset(
         mean, std = channel_stats(train.images)
         data = replace(
             data, train=train, test=test, mean=mean, std=std, source=f"{data.source}; resized to {image_size}px",
-            _on_device={},
         )
     return data

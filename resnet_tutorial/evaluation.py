@@ -64,6 +64,17 @@ def predict_logits(model: nn.Module, loader, *, amp: bool = False, amp_dtype=tor
     return torch.cat(logits).cpu(), torch.cat(labels).cpu()
 
 
+def loss_and_accuracy(model: nn.Module, loader, *, amp: bool = False, amp_dtype=torch.bfloat16,
+                      channels_last: bool = False, tta_fill: torch.Tensor | None = None) -> tuple[float, float]:
+    """Mean cross-entropy and top-1 accuracy of ``model`` over ``loader`` (``(0.0, 0.0)`` for an empty one),
+    from :func:`predict_logits`: what ``fit`` reports after each epoch."""
+    logits, labels = predict_logits(model, loader, amp=amp, amp_dtype=amp_dtype, channels_last=channels_last,
+                                    tta_fill=tta_fill)
+    if not len(labels):
+        return 0.0, 0.0
+    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+
+
 def accuracy(logits: torch.Tensor, y: torch.Tensor, topk=(1,)):
     """The fraction of samples whose label is among the ``k`` highest logits, for each ``k`` in ``topk``
     (``sklearn.metrics.top_k_accuracy_score``; a ``k`` of at least the number of classes gives 1).

@@ -2,9 +2,8 @@
 
 A chapter is executed twice in CI (nbval, then the book build) and again whenever a reader re-runs it;
 the second time, the same experiment loads its trained weights instead of training again. "The same"
-means: same tag, same architecture and initial weights, same data, same ``fit`` arguments, same source
-of the package (models, blocks, training, data: everything but the presentation modules) and same
-torch version; anything else trains afresh.
+means: same tag, architecture and initial weights, data, recipe, seed and run arguments, torch version and
+``training.TRAINING_VERSION`` (:func:`experiment_key` lists them); anything else trains afresh.
 """
 
 from __future__ import annotations
@@ -12,13 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pathlib
 
 import torch
 from filelock import FileLock
 from torch import nn
 
-from .runtime import cpu_bf16_native, max_steps, seed_offset
+from . import training  # training.fit: looked up at each call (the tests count the calls)
+from .checkpoint import atomic_torch_save
+from .models.weights import clean_state_dict
+from .runtime import cpu_bf16_native, max_steps, pick_device, seed_offset
+from .training import TRAINING_VERSION, History, Recipe, TrainingError
 
 CACHE_ENV = "RESNET_TUTORIAL_CACHE"
 
@@ -49,24 +51,6 @@ def _state_hash(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-#: The package's source that the cache key hashes: all of it (models, blocks, training, data, ...),
-#: since any module can change a trained result, except these, which only present results (figures,
-#: glued numbers, the command line) and never run inside :func:`cached_fit`.
-SOURCE_ROOT = os.path.dirname(os.path.abspath(__file__))
-PRESENTATION_ONLY = ("book.py", "plots.py", "cli.py", "__main__.py")
-
-
-def _source_hash(root: str | None = None) -> str:
-    """sha256 of every ``.py`` file of the package (path and content), except :data:`PRESENTATION_ONLY`."""
-    root = pathlib.Path(root or SOURCE_ROOT)
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root).as_posix()
-        if rel not in PRESENTATION_ONLY:
-            h.update(rel.encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()
-
-
 def _jsonable(value):
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
@@ -74,77 +58,73 @@ def _jsonable(value):
         return [_jsonable(v) for v in value]
     if isinstance(value, int | float | str | bool) or value is None:
         return value
-    if isinstance(value, torch.Tensor):
-        return f"tensor{tuple(value.shape)}:{hashlib.sha256(value.detach().cpu().numpy().tobytes()).hexdigest()}"
     return repr(value)
 
 
-def _flat_fit_kwargs(fit_kwargs: dict) -> dict:
-    """``fit``'s arguments with the recipe spelled out: a recipe and the same settings given one by one
-    are the same experiment."""
-    from .training import split_recipe
-
-    kwargs = dict(fit_kwargs)
-    recipe = kwargs.pop("recipe", None)
-    if recipe is None and "epochs" not in kwargs:
-        return kwargs
-    recipe, run = split_recipe(recipe, kwargs)
-    return {**recipe, **run}
+def _param_group_names(model: nn.Module, param_groups) -> list[dict] | None:
+    """Parameter groups by parameter name and setting (the tensors themselves are the model's)."""
+    if param_groups is None:
+        return None
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [{k: ([names.get(id(p), "?") for p in v] if k == "params" else v) for k, v in g.items()}
+            for g in param_groups]
 
 
-def experiment_key(model: nn.Module, data, tag: str, fit_kwargs: dict) -> str:
-    """The sha256 that names an experiment in the cache."""
-    kwargs = {k: v for k, v in _flat_fit_kwargs(fit_kwargs).items() if k not in ("progress", "device")}
-    if "param_groups" in kwargs and kwargs["param_groups"] is not None:  # parameters -> their names and settings
-        names = {id(p): n for n, p in model.named_parameters()}
-        kwargs["param_groups"] = [
-            {k: ([names.get(id(p), "?") for p in v] if k == "params" else v) for k, v in g.items()}
-            for g in kwargs["param_groups"]
-        ]
+def experiment_key(model: nn.Module, data, recipe: Recipe, *, tag: str, seed: int = 0,
+                   param_groups=None, record_grad_norms: bool = False, eval_every: int = 1) -> str:
+    """The sha256 that names an experiment in the cache, from what decides its result and nothing else.
+
+    The inputs: the ``tag``; the model (its class, its architecture as ``repr`` prints it, its initial
+    weights, its frozen parameters); the ``recipe``; the data's ``fingerprint()``; the ``seed``; the run's
+    arguments that change what is trained or recorded; the torch version; what the environment changes
+    (``RESNET_TUTORIAL_SEED``'s offset, whether ``amp="auto"`` autocasts on this CPU, the smoke run's cap);
+    and :data:`~resnet_tutorial.training.TRAINING_VERSION`, which a change to the training code that changes
+    its results bumps. The package's source is not an input: a docstring edit keeps every cached result.
+    """
     parts = {
+        "version": TRAINING_VERSION,
         "tag": tag,
         "model": f"{type(model).__module__}.{type(model).__qualname__}\n{model!r}",
         "weights": _state_hash(model),
         "frozen": [n for n, p in model.named_parameters() if not p.requires_grad],
+        "recipe": recipe.to_dict(),
         "data": data.fingerprint(),
-        "fit": _jsonable(kwargs),
-        "source": _source_hash(),
+        "seed": seed,
+        "run": {"param_groups": _jsonable(_param_group_names(model, param_groups)),
+                "record_grad_norms": record_grad_norms, "eval_every": eval_every},
         "torch": torch.__version__,
-        # what the run's environment changes in training: every seed's offset, whether amp="auto"
-        # autocasts on this CPU, and the smoke run's cap on the steps
         "runtime": {"seed_offset": seed_offset(), "cpu_bf16": cpu_bf16_native(), "max_steps": max_steps()},
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()
 
 
-def cached_fit(model: nn.Module, data, *, tag: str, **fit_kwargs):
-    """``fit(model, data, **fit_kwargs)``, or, when this exact experiment ran before, its stored result.
+def cached_fit(model: nn.Module, data, recipe: Recipe, *, tag: str, seed: int = 0, device=None,
+               progress: bool = True, param_groups=None, record_grad_norms: bool = False,
+               eval_every: int = 1) -> History:
+    """``fit(model, data, recipe, ...)``, or, when this exact experiment ran before, its stored result.
 
     On a cache hit the trained weights are loaded into ``model`` and the stored :class:`History` is
     returned (its ``seconds`` are those of the original training). Safe when several notebooks run
     at once: the first trains while it holds a lock on the experiment, the others wait and then load its
     result, which is written to a temporary file and renamed into place.
     """
-    from .checkpoint import atomic_torch_save
-    from .models.weights import clean_state_dict
-    from .training import fit
-
-    key = experiment_key(model, data, tag, fit_kwargs)
+    if not isinstance(recipe, Recipe):
+        raise TrainingError(f"cached_fit needs a Recipe, got {type(recipe).__name__}: "
+                            "cached_fit(model, data, CPU_RECIPE, tag=...)")
+    run = dict(param_groups=param_groups, record_grad_norms=record_grad_norms, eval_every=eval_every)
+    key = experiment_key(model, data, recipe, tag=tag, seed=seed, **run)
     path = os.path.join(cache_dir(), f"{_safe(tag)}-{key[:24]}.pt")
     with cache_lock(os.path.basename(path) + ".lock"):
-        history = _load_cached(path, key, model, tag, fit_kwargs)
+        history = _load_cached(path, key, model, tag, device, progress)
         if history is None:
-            history = fit(model, data, **fit_kwargs)
+            history = training.fit(model, data, recipe, seed=seed, device=device, progress=progress, **run)
             state = {k: v.detach().cpu() for k, v in clean_state_dict(model.state_dict()).items()}
             atomic_torch_save({"key": key, "tag": tag, "model": state, "history": json.dumps(history.to_dict())}, path)
     return history
 
 
-def _load_cached(path: str, key: str, model: nn.Module, tag: str, fit_kwargs: dict):
+def _load_cached(path: str, key: str, model: nn.Module, tag: str, device, progress: bool):
     """The stored History of experiment ``key`` (its weights loaded into ``model``), or None."""
-    from .runtime import pick_device
-    from .training import History
-
     if not os.path.isfile(path):
         return None
     try:
@@ -155,9 +135,9 @@ def _load_cached(path: str, key: str, model: nn.Module, tag: str, fit_kwargs: di
         history = History.from_dict(json.loads(stored["history"]))
     except Exception:  # a damaged cache entry: train again and overwrite it
         return None
-    model.to(pick_device(fit_kwargs.get("device")))
+    model.to(pick_device(device))
     model.eval()
-    if fit_kwargs.get("progress", True):
+    if progress:
         print(f"{tag}: loaded from the cache (trained in {history.seconds:.1f} s); final: {_summary(history)}")
     return history
 

@@ -158,8 +158,9 @@ def load_for_finetuning(source, num_classes: int, *, model: str | nn.Module | No
     state_dicts are treated alike: every weight is loaded except a classifier of another size.
     ``freeze_backbone=True`` freezes everything but the new head.
     """
-    from .models import create_model, load_pretrained
-    from .models.registry import _MODELS, UnknownModelError
+    from .checkpoint import model_from_config
+    from .models import create_model, list_models, load_pretrained
+    from .models.registry import UnknownModelError
     from .models.weights import clean_state_dict, read_state_dict, split_tag
 
     def architecture(what: str) -> nn.Module:
@@ -174,10 +175,7 @@ def load_for_finetuning(source, num_classes: int, *, model: str | nn.Module | No
         path = os.fspath(source)
         cfg = _package_checkpoint_config(path)
         if cfg is not None and model is None:  # ours: rebuild its architecture, as it was trained
-            kwargs = dict(cfg.get("kwargs", {}))
-            if "channels" in kwargs:
-                kwargs["channels"] = tuple(kwargs["channels"])
-            net = create_model(cfg["architecture"], **{**kwargs, **model_kwargs})
+            net = model_from_config(cfg, **model_kwargs)
         else:
             net = architecture(f"the weights file {path!r}")
         _load_backbone(net, read_state_dict(path), repr(path))
@@ -188,7 +186,7 @@ def load_for_finetuning(source, num_classes: int, *, model: str | nn.Module | No
             f"no weights file at {os.fspath(source)!r} (looked from {os.getcwd()!r}): check the path"
         )
     elif isinstance(source, str):
-        if split_tag(source)[0] not in _MODELS:
+        if split_tag(source)[0] not in list_models():
             raise UnknownModelError(
                 f"{source!r} is neither a file nor a registered model: pass a checkpoint path, a state_dict, "
                 "or a name from resnet_tutorial.list_models(\"resnet*\") such as 'resnet18'"

@@ -14,13 +14,19 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 from torch import nn
 
+from .evaluation import loss_and_accuracy
+from .experiments import cached_fit
+from .models import create_model
 from .models.blocks import BasicBlock, Bottleneck, PreActBasicBlock
 from .models.blocks import changes_shape as _changes_shape
 from .models.resnet import PREACT_BLOCKS, ResNet
+from .runtime import amp_settings, pick_device, seed_everything
+from .training import PAPER_RECIPE, Recipe, weight_layers
 
 ORIGINAL_BLOCKS = (BasicBlock, Bottleneck)
 
@@ -131,15 +137,11 @@ def delete_block(model: ResNet, name: str):
         stage[int(index)] = original
 
 
-@torch.no_grad()
 def evaluate_accuracy(model: nn.Module, data, batch_size: int = 500, device: str | torch.device | None = None) -> float:
     """Top-1 accuracy of ``model`` (in eval mode) on ``data``'s test split."""
-    from .runtime import pick_device
-    from .training import evaluate_loss_acc
-
     device = pick_device(device)
     model.to(device)
-    return evaluate_loss_acc(model, data.loader("test", batch_size=batch_size, device=device))[1]
+    return loss_and_accuracy(model, data.loader("test", batch_size=batch_size, device=device))[1]
 
 
 def deletion_study(model: ResNet, data, *, batch_size=500, device=None) -> list[dict]:
@@ -174,16 +176,8 @@ DEGRADATION_SETUP = {
         dataset="mnist5k",
         channels=(8, 16, 32),
         seeds=(0, 1, 2),
-        recipe=dict(
-            epochs=6,
-            batch_size=64,
-            lr=0.1,
-            momentum=0.9,
-            weight_decay=1e-4,
-            schedule="cosine",
-            amp="auto",
-            channels_last=True,
-        ),
+        recipe=Recipe(epochs=6, batch_size=64, lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="cosine",
+                      amp="auto", channels_last=True),
     ),
     # "gpu": the paper's networks and data, 5 epochs with a cosine schedule, so that a chapter training the four
     # nets fits in 10 minutes on a Colab T4. Estimated, not measured on a T4 (none was available): about 7 s
@@ -192,14 +186,12 @@ DEGRADATION_SETUP = {
     "gpu": dict(
         dataset="cifar10",
         channels=(16, 32, 64),
-        recipe=dict(epochs=5, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="cosine"),
+        recipe=Recipe(epochs=5, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="cosine"),
     ),
     "paper": dict(
         dataset="cifar10",
         channels=(16, 32, 64),
-        recipe=dict(
-            epochs=164, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="step", milestones=[82, 123]
-        ),
+        recipe=PAPER_RECIPE,
     ),
 }
 
@@ -212,22 +204,21 @@ def clean_training_view(data):
     paper's training error, not the running error of augmented batches in train mode
     that ``fit`` reports as ``train_error``.
     """
-    from dataclasses import replace
-
     name = f"{data.name} (test = clean train)"
-    return replace(data, name=name, test=data.train, _on_device={})
+    return replace(data, name=name, test=data.train)
 
 
 def degradation_experiment(
     data,
     names=("plain20", "plain56", "resnet20", "resnet56"),
     *,
+    recipe: Recipe,
     channels: tuple[int, ...] = (16, 32, 64),
-    epochs: int,
     seed: int = 0,
-    **fit_kwargs,
+    device=None,
+    progress: bool = True,
 ) -> dict:
-    """Train each CIFAR-style net of ``names`` on ``data`` with one recipe (Figs. 1, 6).
+    """Train each CIFAR-style net of ``names`` on ``data`` with one ``recipe`` (Figs. 1, 6).
 
     Every net starts from ``seed`` (weights, batch order, augmentation) and is trained
     by ``experiments.cached_fit``: a second run, or another chapter asking for the same
@@ -237,13 +228,8 @@ def degradation_experiment(
     ``test_error``, ``test_loss`` and ``test_acc`` of the trained net.
     Returns ``{name: (trained model, History)}``.
     """
-    from .experiments import cached_fit
-    from .models import create_model
-    from .runtime import pick_device, seed_everything
-    from .training import amp_settings, evaluate_loss_acc
-
-    device = pick_device(fit_kwargs.get("device"))
-    amp, amp_dtype = amp_settings(fit_kwargs.get("amp", "auto"), device)
+    device = pick_device(device)
+    amp, amp_dtype = amp_settings(recipe.amp, device)
     view = clean_training_view(data)
     results = {}
     for name in names:
@@ -251,8 +237,8 @@ def degradation_experiment(
         model = create_model(name, channels=channels, in_chans=data.in_chans,
                              num_classes=data.num_classes)
         history = cached_fit(
-            model, view, tag=f"degradation-{name}", epochs=epochs, seed=seed,
-            record_grad_norms=True, **fit_kwargs,
+            model, view, recipe, tag=f"degradation-{name}", seed=seed,
+            record_grad_norms=True, device=device, progress=progress,
         )
         for row in history.epochs:  # fit's "test" split was the clean training split
             for key in ("loss", "error"):
@@ -260,7 +246,7 @@ def degradation_experiment(
                     row[f"clean_train_{key}"] = row.pop(f"test_{key}")
             row.pop("test_acc", None)
         test = data.loader("test", 512, device=device)
-        loss, acc = evaluate_loss_acc(model, test, amp, amp_dtype)
+        loss, acc = loss_and_accuracy(model, test, amp=amp, amp_dtype=amp_dtype)
         history.final.update(test_loss=loss, test_acc=acc, test_error=1 - acc)
         results[name] = (model, history)
     return results
@@ -295,8 +281,6 @@ def gradient_profile(
     loss with respect to the input x_l of every block ("layer1.0" receives the stem's
     output), plus "features" for the last block's output. Leaves .grad untouched.
     """
-    from .training import weight_layers
-
     blocks = named_blocks(model)
     seen = {}  # the tensor each block received, by name, then the last output
 

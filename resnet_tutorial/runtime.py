@@ -154,6 +154,11 @@ def amp_settings(amp, device: torch.device) -> tuple[bool, torch.dtype]:
     return enabled, torch.bfloat16
 
 
+def use_channels_last(channels_last, device: torch.device) -> bool:
+    """Whether to use the ``channels_last`` memory layout: ``"auto"`` is on for CUDA (tensor cores prefer it)."""
+    return device.type == "cuda" if channels_last == "auto" else bool(channels_last)
+
+
 def describe_environment(device: torch.device | None = None) -> str:
     """One line: profile, device (with the GPU's name), torch version, CPU threads."""
     device = pick_device(device)

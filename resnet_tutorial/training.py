@@ -1,7 +1,9 @@
-"""Training: one readable loop (``fit``), the ``Recipe`` it follows, its history, and gradient norms.
+"""Training: the ``Recipe`` that says how to train, ``fit`` that follows it, its history, and gradient norms.
 
-Everything an iteration does is visible in ``fit``, in order: get a batch, forward under autocast,
-backward, (record gradient norms), clip, step, schedule, (average the weights). How to train (epochs,
+``fit`` is a setup (:func:`setup`, then :func:`wrap` for DDP and compile) and one :func:`train_one_epoch` after
+another, each followed by an evaluation (:func:`evaluate_run`) and a checkpoint. ``train_one_epoch`` is an
+iteration in order: get a batch, forward under autocast, loss, backward, (record gradient norms,) clip, step,
+schedule, (average the weights,) log. How to train (epochs,
 SGD's settings, schedule, label smoothing, mixed precision, channels_last, ``torch.compile``, an EMA of
 the weights, test-time augmentation) is one ``Recipe``; the named ones are ``PAPER_RECIPE`` (He et al.
 2016a on CIFAR-10), ``GPU_RECIPE`` (CIFAR-10 in minutes) and ``CPU_RECIPE`` (the book's MNIST-5k run).
@@ -19,12 +21,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.optim import lr_scheduler as S
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from . import checkpoint, distributed
 from .errors import ResnetTutorialError
-from .evaluation import predict_logits
-from .runtime import amp_settings, max_steps, pick_device, shifted  # amp_settings: used here and re-exported
+from .evaluation import loss_and_accuracy
+from .models.weights import clean_state_dict
+from .runtime import amp_settings, max_steps, pick_device, shifted, use_channels_last
+
+#: The version of what training produces, part of every experiment's cache key (``experiments.experiment_key``).
+#: Bump it in the same commit as any change to the package that changes a trained result for the same model,
+#: data and recipe (this loop, the optimiser or schedules, batching and augmentation in ``data``, a block's
+#: forward): cached results then train again. A change that keeps the results (a docstring, a refactor shown
+#: bit-identical) keeps the cache.
+TRAINING_VERSION = 2
 
 
 class TrainingError(ResnetTutorialError):
@@ -42,6 +54,7 @@ class History:
     grad_norms: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
     config: dict = field(default_factory=dict)
+    steps: int = 0  # optimizer steps, in all
 
     @property
     def final(self) -> dict:
@@ -52,7 +65,8 @@ class History:
         return np.array([e.get(key, float("nan")) for e in self.epochs], dtype=float)
 
     def to_dict(self) -> dict:
-        return {"epochs": self.epochs, "grad_norms": self.grad_norms, "seconds": self.seconds, "config": self.config}
+        return {"epochs": self.epochs, "grad_norms": self.grad_norms, "seconds": self.seconds, "config": self.config,
+                "steps": self.steps}
 
     @classmethod
     def from_dict(cls, d: dict) -> History:
@@ -61,6 +75,7 @@ class History:
             grad_norms={k: list(v) for k, v in d.get("grad_norms", {}).items()},
             seconds=float(d.get("seconds", 0.0)),
             config=dict(d.get("config", {})),
+            steps=int(d.get("steps", 0)),
         )
 
     def __repr__(self) -> str:
@@ -69,13 +84,19 @@ class History:
         return f"History({len(self.epochs)} epochs, {self.seconds:.1f} s; last: {last})"
 
 
+class RecipeError(TrainingError, ValueError):
+    """Settings that cannot make a :class:`Recipe`; ``problems`` maps each bad setting to what is wrong."""
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{name} {problem}" for name, problem in problems.items()))
+
+
 # --- gradient norms -------------------------------------------------------------------------------
 
 
 def weight_layers(model: nn.Module) -> dict[str, nn.Parameter]:
     """The weight of every convolution and linear layer, in depth (definition) order, by module name."""
-    from .models.weights import clean_state_dict
-
     layers = {name: m.weight for name, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)}
     return dict(zip(clean_state_dict(dict.fromkeys(layers)).keys(), layers.values(), strict=True))
 
@@ -122,11 +143,11 @@ SCHEDULE_ALIASES = {"onecycle": "warmup_cosine"}
 
 @dataclass(frozen=True)
 class Recipe:
-    """How to train: every setting of :func:`fit` that decides the result, as one named object.
+    """How to train: every setting of :func:`fit` that decides the result, and the only way to give them.
 
-    ``fit(model, data, recipe=CPU_RECIPE)`` trains with it; ``fit(model, data, recipe=CPU_RECIPE,
-    epochs=2)`` or ``CPU_RECIPE.replace(epochs=2)`` changes one setting. A recipe unpacks like a
-    dict (``fit(model, data, **recipe)``, ``{**recipe, "augment": False}``).
+    ``fit(model, data, CPU_RECIPE)`` trains with one; ``CPU_RECIPE.replace(epochs=2)`` changes a setting;
+    ``Recipe(epochs=10, lr=0.05)`` makes one from the defaults. A setting that cannot train (a negative
+    learning rate, an unknown schedule) raises :class:`TrainingError` with every problem in one message.
 
     Attributes:
         epochs: passes over the training split.
@@ -171,34 +192,38 @@ class Recipe:
         set_("schedule", SCHEDULE_ALIASES.get(self.schedule, self.schedule))
         if self.milestones is not None:
             set_("milestones", tuple(self.milestones))
-        problems = [
-            f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}"
+        problems = {
+            "schedule": f"must be one of {', '.join(SCHEDULES)} (unknown schedule {self.schedule!r})"
             if self.schedule not in SCHEDULES else "",
-            "epochs must be a whole number of at least 1" if not _whole(self.epochs, 1) else "",
-            "batch_size must be a whole number of at least 1" if not _whole(self.batch_size, 1) else "",
-            "lr must be positive" if not self.lr > 0 else "",
-            "weight_decay must be 0 or more" if not self.weight_decay >= 0 else "",
-            "momentum must be in [0, 1)" if not 0 <= self.momentum < 1 else "",
-            "label_smoothing must be in [0, 1)" if not 0 <= self.label_smoothing < 1 else "",
-            "warmup_epochs must be 0 or more" if not self.warmup_epochs >= 0 else "",
-            "ema_decay must be in (0, 1)" if self.ema_decay is not None and not 0 < self.ema_decay < 1 else "",
-        ]
-        if any(problems):
-            raise TrainingError("; ".join(p for p in problems if p))
+            "epochs": f"must be at least 1 (a whole number), got {self.epochs!r}" if not _whole(self.epochs, 1) else "",
+            "batch_size": f"must be at least 1 (a whole number), got {self.batch_size!r}"
+            if not _whole(self.batch_size, 1) else "",
+            "lr": f"must be a positive learning rate, e.g. 0.1; got {self.lr!r}" if not self.lr > 0 else "",
+            "weight_decay": f"must be 0 or more, e.g. 5e-4; got {self.weight_decay!r}"
+            if not self.weight_decay >= 0 else "",
+            "momentum": f"must be in [0, 1), e.g. 0.9; got {self.momentum!r}" if not 0 <= self.momentum < 1 else "",
+            "label_smoothing": f"must be in [0, 1), e.g. 0.1; got {self.label_smoothing!r}"
+            if not 0 <= self.label_smoothing < 1 else "",
+            "warmup_epochs": f"must be 0 or more, got {self.warmup_epochs!r}" if not self.warmup_epochs >= 0 else "",
+            "ema_decay": f"must be in (0, 1), e.g. 0.999; got {self.ema_decay!r}"
+            if self.ema_decay is not None and not 0 < self.ema_decay < 1 else "",
+        }
+        problems = {name: problem for name, problem in problems.items() if problem}
+        if problems:
+            raise RecipeError(problems)
 
     def replace(self, **changes) -> Recipe:
         """A copy with ``changes`` (names checked)."""
-        unknown = set(changes) - set(self.keys())
+        settings = [f.name for f in dataclasses.fields(self)]
+        unknown = set(changes) - set(settings)
         if unknown:
             raise TrainingError(f"not a recipe setting: {', '.join(sorted(unknown))}; "
-                                f"the settings are {', '.join(self.keys())}")
+                                f"the settings are {', '.join(settings)}")
         return dataclasses.replace(self, **changes)
 
-    def keys(self) -> list[str]:
-        return [f.name for f in dataclasses.fields(self)]
-
-    def __getitem__(self, key: str):
-        return getattr(self, key)
+    def to_dict(self) -> dict:
+        """The settings as plain values (for JSON, the cache key, a table)."""
+        return dataclasses.asdict(self)
 
 
 def _whole(value, minimum: int) -> bool:
@@ -238,8 +263,6 @@ def make_scheduler(optimizer, schedule, epochs, steps_per_epoch, milestones=None
     """A per-step scheduler from ``torch.optim.lr_scheduler`` (see :class:`Recipe` for the schedules):
     ``CosineAnnealingLR``, ``MultiStepLR`` or ``ConstantLR``, after a ``LinearLR`` warm-up (joined by
     ``SequentialLR``) when there is one."""
-    from torch.optim import lr_scheduler as S
-
     schedule = SCHEDULE_ALIASES.get(schedule, schedule)
     if schedule not in SCHEDULES:
         raise TrainingError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
@@ -261,185 +284,219 @@ def make_scheduler(optimizer, schedule, epochs, steps_per_epoch, milestones=None
     return S.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
 
 
-# --- evaluation inside the loop -------------------------------------------------------------------
+# --- fit: a setup, then one epoch after another -------------------------------------------------------
 
 
-def evaluate_loss_acc(model, loader, amp=False, amp_dtype=torch.bfloat16, channels_last=False,
-                      tta_fill=None) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` over ``loader`` (the loop is
-    :func:`~resnet_tutorial.evaluation.predict_logits`)."""
-    logits, labels = predict_logits(model, loader, amp=amp, amp_dtype=amp_dtype, channels_last=channels_last,
-                                    tta_fill=tta_fill)
-    if not len(labels):
-        return 0.0, 0.0
-    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+@dataclass
+class Run:
+    """Everything :func:`setup` builds for one training run, and what the loop changes as it goes.
+
+    ``raw_model`` is the model being trained, ``model`` what the loop calls: the same module, or
+    ``raw_model`` wrapped in DDP (inside ``torchrun``) and compiled (``recipe.compile``), as nanoGPT names them.
+    """
+
+    recipe: Recipe
+    raw_model: nn.Module
+    model: nn.Module
+    train_loader: object
+    test_loader: object
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    device: torch.device
+    amp: bool
+    amp_dtype: torch.dtype
+    channels_last: bool
+    tta_fill: torch.Tensor | None  # a black pixel, normalised: the border of a shifted test image
+    history: History
+    ema: nn.Module | None = None  # torch.optim.swa_utils.AveragedModel, when the recipe keeps one
+    recorder: GradNormRecorder | None = None  # the per-layer gradient norms, when asked for
+    rank: int = 0
+    start_epoch: int = 0
+    steps: int = 0  # optimizer steps taken (in this process)
+    max_steps: int | None = None  # RESNET_TUTORIAL_MAX_STEPS: the smoke run's cap on the steps
+
+    @property
+    def capped(self) -> bool:
+        return self.max_steps is not None and self.steps >= self.max_steps
+
+    @property
+    def trained_model(self) -> nn.Module:
+        """The model to evaluate: the average of the weights when the recipe keeps one."""
+        return self.raw_model if self.ema is None else self.ema.module
 
 
-# --- fit ------------------------------------------------------------------------------------------
+def setup(model: nn.Module, data, recipe: Recipe, *, device=None, seed: int = 0, param_groups=None,
+          record_grad_norms: bool = False) -> Run:
+    """Build what :func:`fit` needs: the model on its device, the batches, SGD, the schedule, autocast's
+    settings, and the optional pieces (an EMA of the weights, a gradient-norm recorder, DDP, compile)."""
+    device = pick_device(device)
+    rank, world = distributed.rank_and_world()
+    amp, amp_dtype = amp_settings(recipe.amp, device)
+    channels_last = use_channels_last(recipe.channels_last, device)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    train_loader = data.loader("train", recipe.batch_size, augment=recipe.augment, device=device,
+                               seed=shifted(seed), rank=rank, world_size=world)
+    optimizer = make_optimizer(model, recipe.lr, recipe.momentum, recipe.nesterov, recipe.weight_decay, param_groups)
+    scheduler = make_scheduler(optimizer, recipe.schedule, recipe.epochs, len(train_loader), recipe.milestones,
+                               recipe.gamma, recipe.warmup_epochs)
+    config = dict(dataset=getattr(data, "name", None), **recipe.to_dict(), seed=seed, world_size=world)
+    config.update(getattr(data, "run_info", {}))  # a folder's classes and preprocessing
+    config.update(amp=amp, amp_dtype=str(amp_dtype), channels_last=channels_last)
+    if max_steps():
+        config["max_steps"] = max_steps()
+    black = data.normalize(torch.zeros(data.in_chans, 1, 1, dtype=torch.uint8)).flatten()
+    return Run(
+        recipe=recipe, raw_model=model, model=model, train_loader=train_loader,
+        test_loader=data.loader("test", 512, device=device),
+        optimizer=optimizer, scheduler=scheduler,
+        scaler=torch.amp.GradScaler(device.type, enabled=amp and amp_dtype == torch.float16),  # fp16 only
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing),
+        device=device, amp=amp, amp_dtype=amp_dtype, channels_last=channels_last,
+        tta_fill=black if recipe.tta else None, history=History(config=config),
+        ema=AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+        if recipe.ema_decay else None,
+        recorder=GradNormRecorder(model) if record_grad_norms else None,
+        rank=rank, max_steps=max_steps(),
+    )
 
 
-RUN_ARGUMENTS = ("record_grad_norms", "param_groups", "device", "seed", "progress", "checkpoint_path", "resume",
-                 "eval_every")
+def wrap(run: Run, seed: int) -> None:
+    """DDP inside ``torchrun`` (then a different dropout seed on each rank), and ``torch.compile``."""
+    if distributed.rank_and_world()[1] > 1:
+        run.model = distributed.wrap_ddp(run.raw_model, run.device)
+        distributed.seed_this_rank(shifted(seed))  # the copies are identical now; dropout masks should differ
+    if run.recipe.compile:
+        run.model = torch.compile(run.model)
 
 
-def split_recipe(recipe: Recipe | None, kwargs: dict) -> tuple[Recipe, dict]:
-    """``(recipe with the overrides in kwargs, the run arguments in kwargs)``, with clear errors."""
-    unknown = set(kwargs) - set(RUN_ARGUMENTS) - {f.name for f in dataclasses.fields(Recipe)}
-    if unknown:
-        raise TrainingError(f"fit got unknown argument(s) {', '.join(sorted(unknown))}; the recipe's settings "
-                            f"are {', '.join(f.name for f in dataclasses.fields(Recipe))}")
-    overrides = {k: v for k, v in kwargs.items() if k not in RUN_ARGUMENTS}
-    run = {k: v for k, v in kwargs.items() if k in RUN_ARGUMENTS}
-    if recipe is None:
-        if "epochs" not in overrides:
-            raise TrainingError("fit needs a recipe or epochs: fit(model, data, recipe=CPU_RECIPE) or "
-                                "fit(model, data, epochs=10)")
-        return Recipe(**overrides), run
-    return recipe.replace(**overrides), run
+def train_one_epoch(run: Run, epoch: int, bar) -> dict:
+    """One pass over the training split, in the order of an iteration; returns the epoch's row of the history.
+
+    ``bar`` is a progress bar (``distributed.progress_bar``) that it advances at every step."""
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    run.model.train()
+    run.train_loader.set_epoch(epoch)
+    lr = run.optimizer.param_groups[0]["lr"]  # the first group's, at the start of the epoch
+    totals = torch.zeros(3, device=run.device)  # the sums of loss, of correct predictions, of images
+    for step, (x, y) in enumerate(run.train_loader):
+        if run.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp):
+            logits = run.model(x)
+            loss = run.loss_fn(logits.float(), y)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        record_and_clip(run)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        if run.ema is not None:
+            run.ema.update_parameters(run.raw_model)
+        totals += torch.stack([loss.detach().float() * len(y), (logits.argmax(1) == y).sum().float(),
+                               torch.tensor(float(len(y)), device=run.device)])
+        run.steps += 1
+        if step % 20 == 0 or step == len(run.train_loader) - 1 or run.capped:
+            check_finite(totals, epoch, run.recipe.lr, bar)  # shows the running loss; syncs every 20 steps
+        bar.update()
+        if run.capped:
+            break
+    totals = distributed.all_reduce_sum(totals)
+    loss_mean, acc = (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
+    return dict(epoch=epoch + 1, train_loss=loss_mean, train_acc=acc, train_error=1 - acc, lr=lr,
+                train_seconds=time.perf_counter() - t0, train_cpu_seconds=time.process_time() - cpu0)
+
+
+def record_and_clip(run: Run) -> None:
+    """After ``backward``: unscale the gradients (fp16 only), record their norms, clip them."""
+    clip = run.recipe.clip_grad_norm
+    if run.recorder or clip:
+        run.scaler.unscale_(run.optimizer)
+    if run.recorder:
+        run.recorder.record()
+    if clip:
+        nn.utils.clip_grad_norm_(run.raw_model.parameters(), clip)
+
+
+def evaluate_run(run: Run) -> dict:
+    """Loss, accuracy and error of the trained model on the test split, computed as the run trains."""
+    loss, acc = loss_and_accuracy(run.trained_model, run.test_loader, amp=run.amp, amp_dtype=run.amp_dtype,
+                                  channels_last=run.channels_last, tta_fill=run.tta_fill)
+    return dict(test_loss=loss, test_acc=acc, test_error=1 - acc)
 
 
 def fit(
     model: nn.Module,
     data,
-    recipe: Recipe | None = None,
+    recipe: Recipe,
     *,
-    record_grad_norms: bool = False,
-    param_groups=None,
     device=None,
     seed: int = 0,
     progress: bool = True,
     checkpoint_path: str | os.PathLike | None = None,
     resume: bool = False,
+    param_groups=None,
+    record_grad_norms: bool = False,
     eval_every: int = 1,
-    **settings,
 ) -> History:
-    """Train ``model`` on ``data`` (an ``ImageData``) with SGD; return its History.
+    """Train ``model`` on ``data`` (an ``ImageData``) as ``recipe`` says; return its :class:`History`.
 
-    ``recipe`` (a ``Recipe``) says how to train; keyword ``settings`` override its
-    fields, or make the recipe without one: ``fit(model, data, epochs=10, lr=0.05)``.
-    ``param_groups`` (e.g. from ``finetune.stage_param_groups``) replaces
-    ``model.parameters()``. ``checkpoint_path`` saves a checkpoint after every epoch;
-    ``resume=True`` continues from it (from scratch if it does not exist yet). Inside
-    ``torchrun`` the model is wrapped in DDP and each process trains on its own share
-    of every epoch; only rank 0 writes files and shows progress.
+    The other arguments do not change how it trains: the ``device``, the ``seed`` of the batch order and
+    augmentation, a progress bar, a ``checkpoint_path`` saved after every epoch (``resume=True`` continues from
+    it, or starts when it does not exist yet), ``param_groups`` in place of ``model.parameters()`` (e.g.
+    ``finetune.stage_param_groups``), per-layer gradient norms, and how often to evaluate. Inside ``torchrun``
+    each process trains on its share of every epoch; only rank 0 writes files and shows progress.
     """
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-    from . import distributed as dist_utils
-    from .checkpoint import load_checkpoint, save_checkpoint
-
-    r, _ = split_recipe(recipe, settings)
-    device = pick_device(device)
-    rank, world = dist_utils.rank_and_world()
-    use_amp, amp_dtype = amp_settings(r.amp, device)
-    cl = device.type == "cuda" if r.channels_last == "auto" else bool(r.channels_last)
-    model.to(device, memory_format=torch.channels_last if cl else torch.preserve_format)
-    train_loader = data.loader("train", r.batch_size, augment=r.augment, device=device,
-                               seed=shifted(seed), rank=rank, world_size=world)
-    test_loader = data.loader("test", 512, device=device)
-    zeros = torch.zeros(data.in_chans, 1, 1, dtype=torch.uint8)
-    black = data.normalize(zeros).flatten()  # the border of a shifted test image
-    optimizer = make_optimizer(model, r.lr, r.momentum, r.nesterov, r.weight_decay,
-                               param_groups)
-    scheduler = make_scheduler(optimizer, r.schedule, r.epochs, len(train_loader),
-                               r.milestones, r.gamma, r.warmup_epochs)
-    fp16 = use_amp and amp_dtype == torch.float16
-    scaler = torch.amp.GradScaler(device.type, enabled=fp16)
-    ema = None  # the average of the weights, when the recipe keeps one
-    if r.ema_decay:
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(r.ema_decay),
-                            use_buffers=True)
-    recorder = GradNormRecorder(model) if record_grad_norms else None
-    config = dict(dataset=getattr(data, "name", None), **dataclasses.asdict(r),
-                  seed=seed, world_size=world)
-    config.update(getattr(data, "run_info", {}))  # a folder's classes and preprocessing
-    config.update(amp=use_amp, amp_dtype=str(amp_dtype), channels_last=cl)
-    cap = max_steps()  # RESNET_TUTORIAL_MAX_STEPS: the smoke run's cap on the steps
-    if cap:
-        config["max_steps"] = cap
-    history, start = History(config=config), 0
+    if not isinstance(recipe, Recipe):
+        raise TrainingError(f"fit needs a Recipe, got {type(recipe).__name__}: fit(model, data, CPU_RECIPE), "
+                            "fit(model, data, Recipe(epochs=10, lr=0.05)) or CPU_RECIPE.replace(epochs=2)")
+    run = setup(model, data, recipe, device=device, seed=seed, param_groups=param_groups,
+                record_grad_norms=record_grad_norms)
     if resume and checkpoint_path and os.path.exists(checkpoint_path):
-        state = load_checkpoint(checkpoint_path, model, optimizer, scheduler,
-                                scaler=scaler, ema=ema)
-        history, start = History.from_dict(state["history"]), state["epoch"]
-        if recorder:
-            recorder.history.update(history.grad_norms)
-    net = dist_utils.wrap_ddp(model, device) if world > 1 else model
-    if world > 1:
-        # The copies are identical now; dropout masks should differ between ranks.
-        dist_utils.seed_this_rank(shifted(seed))
-    net = torch.compile(net) if r.compile else net
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=r.label_smoothing)
-    steps = 0
-
-    for epoch in range(start, r.epochs):
-        t0, cpu0, net = time.perf_counter(), time.process_time(), net.train()
-        train_loader.set_epoch(epoch)
-        epoch_lr = optimizer.param_groups[0]["lr"]
-        sums = torch.zeros(3, device=device)  # loss sum, correct, seen
-        desc = f"epoch {epoch + 1}/{r.epochs}"
-        bar = dist_utils.progress_bar(len(train_loader), desc, progress and rank == 0)
-        for step, (x, y) in enumerate(train_loader):
-            if cl:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                logits = net(x)
-                loss = loss_fn(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if recorder or r.clip_grad_norm:
-                scaler.unscale_(optimizer)
-            if recorder:
-                recorder.record()
-            if r.clip_grad_norm:
-                nn.utils.clip_grad_norm_(model.parameters(), r.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            sums += torch.stack([loss.detach().float() * len(y),
-                                 (logits.argmax(1) == y).sum().float(),
-                                 torch.tensor(float(len(y)), device=device)])
-            steps += 1
-            capped = cap is not None and steps >= cap
-            if step % 20 == 0 or step == len(train_loader) - 1 or capped:
-                _check_finite(sums, epoch, r.lr, bar)  # syncs: every 20 steps
-            bar.update()
-            if capped:
-                break
-        sums = dist_utils.all_reduce_sum(sums)
-        loss_mean, acc = (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
-        row = dict(epoch=epoch + 1, train_loss=loss_mean, train_acc=acc,
-                   train_error=1 - acc, lr=epoch_lr,  # the first group's, at the start
-                   train_seconds=time.perf_counter() - t0,
-                   train_cpu_seconds=time.process_time() - cpu0)  # all threads
-        capped = cap is not None and steps >= cap
-        if (epoch + 1) % eval_every == 0 or epoch + 1 == r.epochs or capped:
-            row["test_loss"], row["test_acc"] = evaluate_loss_acc(
-                model if ema is None else ema.module, test_loader, use_amp, amp_dtype,
-                cl, tta_fill=black if r.tta else None)
-            row["test_error"] = 1 - row["test_acc"]
+        resume_from(run, checkpoint_path)
+    wrap(run, seed)
+    for epoch in range(run.start_epoch, recipe.epochs):
+        t0 = time.perf_counter()
+        bar = distributed.progress_bar(len(run.train_loader), f"epoch {epoch + 1}/{recipe.epochs}",
+                                       progress and run.rank == 0)
+        row = train_one_epoch(run, epoch, bar)
+        if (epoch + 1) % eval_every == 0 or epoch + 1 == recipe.epochs or run.capped:
+            row.update(evaluate_run(run))
         row["seconds"] = time.perf_counter() - t0
-        history.epochs.append(row)
-        history.seconds += row["seconds"]
-        if recorder:
-            recorder.end_epoch()
-            history.grad_norms = recorder.history
-        shown = ("train_loss", "train_acc", "test_acc")
-        bar.set_postfix({k: f"{row[k]:.3f}" for k in shown if k in row})
+        end_epoch(run, row)
+        bar.set_postfix({k: f"{row[k]:.3f}" for k in ("train_loss", "train_acc", "test_acc") if k in row})
         bar.close()
-        if checkpoint_path and rank == 0:
-            save_checkpoint(checkpoint_path, model, optimizer, scheduler,
-                            epoch=epoch + 1, history=history.to_dict(), config=config,
-                            scaler=scaler, ema=ema)
-        if capped:
-            _pad_capped(history, r.epochs)
+        if checkpoint_path and run.rank == 0:
+            checkpoint.save_checkpoint(checkpoint_path, run.raw_model, run.optimizer, run.scheduler, epoch=epoch + 1,
+                            history=run.history.to_dict(), config=run.history.config, scaler=run.scaler, ema=run.ema)
+        if run.capped:
+            _pad_capped(run.history, recipe.epochs)
             break
-    if ema is not None:  # the average is the trained model
-        model.load_state_dict(ema.module.state_dict())
+    if run.ema is not None:  # the average is the trained model
+        model.load_state_dict(run.ema.module.state_dict())
     model.eval()
-    return history
+    return run.history
+
+
+def resume_from(run: Run, path: str | os.PathLike) -> None:
+    """Continue ``run`` from the checkpoint at ``path``: weights, optimizer, schedule, scaler, EMA, history and
+    random state, as they were at the end of its last epoch."""
+    state = checkpoint.load_checkpoint(path, run.raw_model, run.optimizer, run.scheduler, scaler=run.scaler, ema=run.ema)
+    run.history, run.start_epoch = History.from_dict(state["history"]), state["epoch"]
+    run.steps = run.history.steps
+    if run.recorder:
+        run.recorder.history.update(run.history.grad_norms)
+
+
+def end_epoch(run: Run, row: dict) -> None:
+    """Append the epoch's row (and its mean gradient norms) to the history."""
+    run.history.epochs.append(row)
+    run.history.seconds += row["seconds"]
+    run.history.steps = run.steps
+    if run.recorder:
+        run.recorder.end_epoch()
+        run.history.grad_norms = run.recorder.history
 
 
 def _pad_capped(history: History, epochs: int) -> None:
@@ -452,14 +509,13 @@ def _pad_capped(history: History, epochs: int) -> None:
     history.grad_norms = {k: v + v[-1:] * (epochs - len(v)) for k, v in history.grad_norms.items()}
 
 
-def _check_finite(sums: torch.Tensor, epoch: int, lr: float, bar) -> None:
+def check_finite(totals: torch.Tensor, epoch: int, lr: float, bar) -> None:
     """Show the running loss and accuracy; stop with a clear error when the loss diverged."""
-    train_loss = sums[0].item() / sums[2].item()
+    train_loss = totals[0].item() / totals[2].item()
     if not math.isfinite(train_loss):
         bar.close()
         raise TrainingError(
             f"the training loss became {train_loss} in epoch {epoch + 1}: lower the learning "
             f"rate (lr={lr}), add warm-up or gradient clipping (clip_grad_norm=1.0)"
         )
-    bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{sums[1].item() / sums[2].item():.3f}",
-                    refresh=False)
+    bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{totals[1].item() / totals[2].item():.3f}", refresh=False)

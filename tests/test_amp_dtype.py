@@ -11,7 +11,7 @@ import torch
 
 from resnet_tutorial.errors import ConfigError
 from resnet_tutorial.runtime import cpu_bf16_native, describe_environment
-from resnet_tutorial.training import amp_settings
+from resnet_tutorial.training import Recipe, amp_settings
 
 
 def test_a_t4_trains_in_fp16_and_an_ampere_gpu_in_bf16(monkeypatch):
@@ -59,7 +59,7 @@ def test_evaluate_in_fits_precision_reproduces_fits_accuracy(monkeypatch):
     data = load_dataset("digits").subset(n_per_class=8, test_per_class=20)
     torch.manual_seed(0)
     model = create_model("resnet20", channels=(4, 8, 16), in_chans=1, num_classes=10)
-    history = fit(model, data, epochs=1, batch_size=32, amp="auto", progress=False)
+    history = fit(model, data, Recipe(epochs=1, batch_size=32, amp="auto"), progress=False)
     assert history.config["amp"] is True
     in_bf16 = evaluate(model, data, amp=history.config["amp"]).accuracy
     assert in_bf16 == history.final["test_acc"]

@@ -10,15 +10,16 @@ import pytest
 import torch
 
 from resnet_tutorial.data import load_dataset
+from resnet_tutorial.evaluation import loss_and_accuracy
 from resnet_tutorial.gradflow import (
     DEGRADATION_SETUP,
     clean_training_view,
     degradation_experiment,
     degradation_seeds,
 )
-from resnet_tutorial.training import evaluate_loss_acc
+from resnet_tutorial.training import Recipe
 
-KWARGS = dict(channels=(2, 4, 8), epochs=2, batch_size=32, progress=False)
+KWARGS = dict(channels=(2, 4, 8), recipe=Recipe(epochs=2, batch_size=32), progress=False)
 
 
 @pytest.fixture
@@ -47,9 +48,9 @@ def test_errors_are_measured_in_eval_mode_on_clean_images(data, one_thread):
     final = history.final
     # What the book calls the training error: the clean training split, eval mode.
     clean = data.loader("train", 64, shuffle=False, augment=False, device="cpu")
-    assert final["clean_train_error"] == pytest.approx(1 - evaluate_loss_acc(model, clean)[1])
+    assert final["clean_train_error"] == pytest.approx(1 - loss_and_accuracy(model, clean)[1])
     test = data.loader("test", 64, device="cpu")
-    assert final["test_error"] == pytest.approx(1 - evaluate_loss_acc(model, test)[1])
+    assert final["test_error"] == pytest.approx(1 - loss_and_accuracy(model, test)[1])
     assert final["test_error"] == pytest.approx(1 - final["test_acc"])
     # fit's running error of augmented batches in train mode is a different number, kept apart
     assert "train_error" in final
@@ -70,5 +71,5 @@ def test_seeds_differ_and_share_the_cache_with_a_single_seed_run(data, cache, on
 def test_the_cpu_setup_has_seeds_and_states_its_steps():
     cpu = DEGRADATION_SETUP["cpu"]
     assert len(cpu["seeds"]) >= 3 and len(set(cpu["seeds"])) == len(cpu["seeds"])
-    steps = cpu["recipe"]["epochs"] * -(-4000 // cpu["recipe"]["batch_size"])
+    steps = cpu["recipe"].epochs * -(-4000 // cpu["recipe"].batch_size)
     assert steps == 378  # what the comment above DEGRADATION_SETUP and chapter 2 say

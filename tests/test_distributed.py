@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 
 import resnet_tutorial as rt
 from resnet_tutorial.data import load_dataset
-from resnet_tutorial.training import fit
+from resnet_tutorial.training import Recipe, fit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,7 +31,7 @@ def _worker(rank, world, port, out):
     data = load_dataset("digits").subset(20, test_per_class=5)
     torch.manual_seed(0)
     model = rt.create_model("resnet20", in_chans=1, num_classes=10, channels=(4, 8, 16))
-    history = fit(model, data, epochs=2, batch_size=25, lr=0.05, progress=False, device="cpu",
+    history = fit(model, data, Recipe(epochs=2, batch_size=25, lr=0.05), progress=False, device="cpu",
                   checkpoint_path=os.path.join(out, "checkpoint.pt"))
     torch.save({"state": model.state_dict(), "history": history.to_dict()}, os.path.join(out, f"rank{rank}.pt"))
     dist.destroy_process_group()

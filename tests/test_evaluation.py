@@ -13,7 +13,7 @@ import resnet_tutorial as rt  # noqa: E402
 from resnet_tutorial import plots  # noqa: E402
 from resnet_tutorial.data import load_dataset  # noqa: E402
 from resnet_tutorial.evaluation import accuracy, confusion_matrix, evaluate, per_class_metrics, predict  # noqa: E402
-from resnet_tutorial.training import History, fit  # noqa: E402
+from resnet_tutorial.training import History, Recipe, fit  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -27,7 +27,7 @@ def digits():
 def trained(digits):
     torch.manual_seed(0)
     model = rt.create_model("resnet20", in_chans=1, num_classes=10, channels=(4, 8, 16))
-    history = fit(model, digits, epochs=3, batch_size=32, lr=0.05, progress=False, record_grad_norms=True)
+    history = fit(model, digits, Recipe(epochs=3, batch_size=32, lr=0.05), progress=False, record_grad_norms=True)
     return model, history
 
 

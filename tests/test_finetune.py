@@ -17,7 +17,7 @@ from resnet_tutorial.finetune import (
     trainable_parameters,
     unfreeze,
 )
-from resnet_tutorial.training import fit
+from resnet_tutorial.training import Recipe, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -67,7 +67,7 @@ def test_stage_param_groups_and_fit_only_moves_trainable_weights():
     groups = stage_param_groups(model, {"layer2": 0.001, "layer3": 0.01}, head_lr=0.1)
     assert [(g["name"], g["lr"]) for g in groups] == [("layer2", 0.001), ("layer3", 0.01), ("head", 0.1)]
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    h = fit(model, data, epochs=1, batch_size=50, param_groups=groups, schedule="constant", progress=False)
+    h = fit(model, data, Recipe(epochs=1, batch_size=50, schedule="constant"), param_groups=groups, progress=False)
     after = {k: v.cpu() for k, v in model.state_dict().items()}
     assert torch.equal(after["conv1.weight"], before["conv1.weight"])
     assert torch.equal(after["layer1.0.conv1.weight"], before["layer1.0.conv1.weight"])

@@ -193,10 +193,11 @@ def test_gradient_profile():
 def test_degradation_experiment_trains_once_then_loads(tmp_path, monkeypatch):
     from resnet_tutorial.data import load_dataset
     from resnet_tutorial.gradflow import degradation_experiment
+    from resnet_tutorial.training import Recipe
 
     monkeypatch.setenv("RESNET_TUTORIAL_CACHE", str(tmp_path))
     data = load_dataset("digits").subset(n_per_class=10, test_per_class=5)
-    kwargs = dict(channels=(2, 4, 8), epochs=1, batch_size=32, progress=False)
+    kwargs = dict(channels=(2, 4, 8), recipe=Recipe(epochs=1, batch_size=32), progress=False)
     first = degradation_experiment(data, ("plain20", "resnet20"), **kwargs)
     model, history = first["resnet20"]
     assert history.grad_norms and len(history.epochs) == 1  # gradient norms were recorded

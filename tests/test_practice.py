@@ -1,5 +1,6 @@
 """The running example asks the experiment cache for one and the same experiment from every chapter."""
 
+import pytest
 import torch
 
 from resnet_tutorial import practice
@@ -11,8 +12,9 @@ def test_mnist_resnet20_is_the_same_experiment_on_every_call(monkeypatch, tmp_pa
     monkeypatch.setenv("RESNET_TUTORIAL_CACHE", str(tmp_path))  # the lock file goes there
     calls = []
 
-    def fake_cached_fit(model, data, *, tag, **kwargs):
-        calls.append((experiment_key(model, data, tag, kwargs), {k: v.clone() for k, v in model.state_dict().items()}))
+    def fake_cached_fit(model, data, recipe, *, tag, device=None, progress=True, **kwargs):
+        calls.append((experiment_key(model, data, recipe, tag=tag, **kwargs),
+                      {k: v.clone() for k, v in model.state_dict().items()}))
         return "history"
 
     monkeypatch.setattr(practice, "cached_fit", fake_cached_fit)
@@ -28,13 +30,15 @@ def test_mnist_resnet20_is_the_same_experiment_on_every_call(monkeypatch, tmp_pa
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
 
 
-def test_the_recipe_is_the_books_cpu_recipe_and_unpacks_like_a_dict():
+def test_the_recipe_is_the_books_cpu_recipe_and_not_a_dict():
     from resnet_tutorial.training import CPU_RECIPE, Recipe
 
     recipe = practice.MNIST_RESNET20_RECIPE
     assert recipe is CPU_RECIPE and isinstance(recipe, Recipe)
-    as_dict = {**recipe, "augment": False}  # what chapters written for the old dict do
-    assert Recipe(**as_dict) == recipe.replace(augment=False) and as_dict["epochs"] == recipe.epochs
+    as_dict = recipe.to_dict()
+    assert Recipe(**{**as_dict, "augment": False}) == recipe.replace(augment=False) and as_dict["epochs"] == recipe.epochs
+    with pytest.raises(TypeError):  # one way to say how to train: a Recipe, not a dict of its settings
+        {**recipe}
 
 
 def test_the_lock_serialises_two_holders(tmp_path, monkeypatch):

@@ -37,34 +37,37 @@ def same(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_recipe_and_the_same_keywords_train_the_same_weights(digits):
+def test_equal_recipes_train_the_same_weights_and_name_the_same_experiment(digits):
     recipe = Recipe(epochs=2, batch_size=32, lr=0.05, nesterov=True, schedule="warmup_cosine", label_smoothing=0.1)
     a, b, c = tiny(), tiny(), tiny()
-    ha = fit(a, digits, recipe=recipe, progress=False, device="cpu")
-    hb = fit(b, digits, progress=False, device="cpu", **recipe)  # a recipe unpacks like a dict
-    fit(c, digits, recipe=recipe.replace(epochs=1), epochs=2, progress=False, device="cpu")  # override
+    ha = fit(a, digits, recipe, progress=False, device="cpu")
+    hb = fit(b, digits, recipe=Recipe(**recipe.to_dict()), progress=False, device="cpu")  # rebuilt from its dict
+    fit(c, digits, recipe.replace(epochs=1).replace(epochs=2), progress=False, device="cpu")  # replaced back
     assert same(weights(a), weights(b)) and same(weights(a), weights(c))
     assert [e["train_loss"] for e in ha.epochs] == [e["train_loss"] for e in hb.epochs]
     assert ha.config["schedule"] == "warmup_cosine" and ha.config["label_smoothing"] == 0.1
     assert all(e["train_cpu_seconds"] > 0 for e in ha.epochs)
-    assert experiment_key(tiny(), digits, "t", {"recipe": recipe}) == experiment_key(tiny(), digits, "t", {**recipe})
-    assert experiment_key(tiny(), digits, "t", {"recipe": recipe}) != experiment_key(
-        tiny(), digits, "t", {"recipe": recipe.replace(lr=0.02)})
+    assert experiment_key(tiny(), digits, recipe, tag="t") == experiment_key(
+        tiny(), digits, Recipe(**recipe.to_dict()), tag="t")
+    assert experiment_key(tiny(), digits, recipe, tag="t") != experiment_key(
+        tiny(), digits, recipe.replace(lr=0.02), tag="t")
 
 
 def test_bad_settings_are_one_clear_error():
     with pytest.raises(TrainingError, match="unknown schedule 'linear'"):
         Recipe(epochs=1, schedule="linear")
-    with pytest.raises(TrainingError, match="epochs must be .*; lr must be positive"):
+    with pytest.raises(TrainingError, match="epochs must be .*; lr must be a positive"):
         Recipe(epochs=0, lr=-0.1)
     with pytest.raises(TrainingError, match="batch_size"):
         Recipe(epochs=1, batch_size=0)
     with pytest.raises(TrainingError, match="not a recipe setting: lrate"):
         CPU_RECIPE.replace(lrate=0.1)
-    with pytest.raises(TrainingError, match="unknown argument.*lrate"):
-        fit(tiny(), None, epochs=1, lrate=0.1)
-    with pytest.raises(TrainingError, match="needs a recipe or epochs"):
-        fit(tiny(), None, lr=0.1)
+    with pytest.raises(TypeError, match="lrate"):  # the recipe is the only way to give a setting
+        fit(tiny(), None, CPU_RECIPE, lrate=0.1)
+    with pytest.raises(TrainingError, match="needs a Recipe, got dict"):
+        fit(tiny(), None, {"epochs": 1, "lr": 0.1})
+    with pytest.raises(TrainingError, match="ema_decay must be in \\(0, 1\\).*got 1.5"):
+        Recipe(epochs=1, ema_decay=1.5)
 
 
 def test_named_recipes():
@@ -103,7 +106,7 @@ def test_warmup_cosine_values_at_the_end_of_warmup_and_halfway_through_the_decay
 def test_ema_is_evaluated_and_returned_and_resumes_exactly(digits, tmp_path, monkeypatch):
     recipe = Recipe(epochs=3, batch_size=32, lr=0.05, ema_decay=0.9)
     plain, averaged = tiny(), tiny()
-    fit(plain, digits, recipe=recipe.replace(ema_decay=None), progress=False, device="cpu")
+    fit(plain, digits, recipe.replace(ema_decay=None), progress=False, device="cpu")
     h = fit(averaged, digits, recipe=recipe, progress=False, device="cpu")
     assert not same(weights(plain), weights(averaged))  # the average, not the last weights
     m = evaluate(averaged, digits, device="cpu")

@@ -8,6 +8,7 @@ from resnet_tutorial.errors import ConfigError
 from resnet_tutorial.experiments import experiment_key
 from resnet_tutorial.models import create_model
 from resnet_tutorial.runtime import generator, seed_everything, seed_offset, shifted
+from resnet_tutorial.training import Recipe
 
 
 def test_the_offset_shifts_seed_everything_and_generators(monkeypatch):
@@ -37,7 +38,7 @@ def test_the_offset_shifts_the_subset_fits_batch_order_and_the_cache_key(monkeyp
     def trained(seed):
         model = create_model("resnet20", channels=(2, 4, 8), in_chans=1, num_classes=10)
         model.load_state_dict(init)
-        fit(model, data, epochs=1, batch_size=16, seed=seed, progress=False)
+        fit(model, data, Recipe(epochs=1, batch_size=16), seed=seed, progress=False)
         return model.state_dict()
 
     def fresh():
@@ -45,11 +46,11 @@ def test_the_offset_shifts_the_subset_fits_batch_order_and_the_cache_key(monkeyp
         return create_model("resnet20", channels=(2, 4, 8), in_chans=1, num_classes=10)
 
     at_1 = trained(1)
-    key = experiment_key(fresh(), data, "t", {"epochs": 1, "seed": 0})
-    assert experiment_key(fresh(), data, "t", {"epochs": 1, "seed": 0}) == key
+    key = experiment_key(fresh(), data, Recipe(epochs=1), tag="t", seed=0)
+    assert experiment_key(fresh(), data, Recipe(epochs=1), tag="t", seed=0) == key
     monkeypatch.setenv("RESNET_TUTORIAL_SEED", "1")
     assert torch.equal(digits.subset(n_per_class=5, seed=0).train.images, data.train.images)  # 0 + 1 = 1
     shifted_0 = trained(0)  # fit(seed=0) under offset 1: the batch order and augmentation of seed 1
     assert all(torch.equal(shifted_0[k], at_1[k]) for k in at_1)
     # the same experiment under another offset trains differently: another entry in the experiment cache
-    assert experiment_key(fresh(), data, "t", {"epochs": 1, "seed": 0}) != key
+    assert experiment_key(fresh(), data, Recipe(epochs=1), tag="t", seed=0) != key

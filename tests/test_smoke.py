@@ -14,7 +14,7 @@ from resnet_tutorial.data import load_dataset
 from resnet_tutorial.errors import ConfigError
 from resnet_tutorial.experiments import experiment_key
 from resnet_tutorial.runtime import MAX_STEPS_ENV, max_steps
-from resnet_tutorial.training import fit
+from resnet_tutorial.training import Recipe, fit
 from resnet_tutorial.transfer import imagenet_finetune, imagenet_weights
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def test_fit_stops_after_max_steps_and_keeps_the_history_whole(digits, monkeypat
     monkeypatch.setenv(MAX_STEPS_ENV, "3")
     model = tiny()
     steps = count_steps(model)
-    h = fit(model, digits, epochs=5, batch_size=50, progress=False, device="cpu", record_grad_norms=True)
+    h = fit(model, digits, Recipe(epochs=5, batch_size=50), progress=False, device="cpu", record_grad_norms=True)
     assert len(steps) == 3  # 2 steps per epoch: epoch 1, and the first step of epoch 2
     assert [e["epoch"] for e in h.epochs] == [1, 2, 3, 4, 5]
     assert "test_acc" in h.epochs[1] and not h.epochs[1].get("capped")  # evaluated where it stopped
@@ -68,16 +68,16 @@ def test_fit_stops_after_max_steps_and_keeps_the_history_whole(digits, monkeypat
     monkeypatch.delenv(MAX_STEPS_ENV)
     model = tiny()
     steps = count_steps(model)
-    fit(model, digits, epochs=2, batch_size=50, progress=False, device="cpu")
+    fit(model, digits, Recipe(epochs=2, batch_size=50), progress=False, device="cpu")
     assert len(steps) == 4  # no cap
 
 
 def test_max_steps_is_part_of_the_cache_key(digits, monkeypatch):
     monkeypatch.delenv(MAX_STEPS_ENV, raising=False)
-    model, kwargs = tiny(), dict(epochs=2, batch_size=50)
-    full = experiment_key(model, digits, "t", kwargs)
+    model, recipe = tiny(), Recipe(epochs=2, batch_size=50)
+    full = experiment_key(model, digits, recipe, tag="t")
     monkeypatch.setenv(MAX_STEPS_ENV, "2")
-    assert experiment_key(model, digits, "t", kwargs) != full
+    assert experiment_key(model, digits, recipe, tag="t") != full
 
 
 def test_smoke_sizes_shrink_the_speed_comparison(monkeypatch):

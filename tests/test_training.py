@@ -14,7 +14,7 @@ from resnet_tutorial import checkpoint as ckpt_module
 from resnet_tutorial import training
 from resnet_tutorial.data import load_dataset
 from resnet_tutorial.experiments import cached_fit, experiment_key
-from resnet_tutorial.training import History, TrainingError, fit, layer_grad_norms, make_scheduler
+from resnet_tutorial.training import History, Recipe, TrainingError, fit, layer_grad_norms, make_scheduler
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -52,7 +52,7 @@ def run_until_killed(monkeypatch, epoch: int, run) -> None:
 
 def test_fit_learns_and_returns_history(digits):
     model = tiny()
-    h = fit(model, digits, epochs=6, batch_size=32, lr=0.05, progress=False, device="cpu")
+    h = fit(model, digits, Recipe(epochs=6, batch_size=32, lr=0.05), progress=False, device="cpu")
     assert [e["epoch"] for e in h.epochs] == list(range(1, 7))
     keys = {"epoch", "train_loss", "train_acc", "train_error", "test_loss", "test_acc", "test_error", "lr", "seconds"}
     assert keys <= set(h.final)
@@ -66,7 +66,7 @@ def test_fit_learns_and_returns_history(digits):
 
 
 def test_history_round_trips_through_json(digits):
-    h = fit(tiny(), digits, epochs=2, batch_size=64, progress=False, record_grad_norms=True, eval_every=2)
+    h = fit(tiny(), digits, Recipe(epochs=2, batch_size=64), progress=False, record_grad_norms=True, eval_every=2)
     assert "test_acc" not in h.epochs[0] and "test_acc" in h.epochs[1]
     assert math.isnan(h.as_arrays("test_acc")[0])
     back = History.from_dict(json.loads(json.dumps(h.to_dict())))
@@ -75,13 +75,14 @@ def test_history_round_trips_through_json(digits):
 
 def test_options_run_together(digits, capsys):
     """Nesterov, label smoothing, clipping, step schedule, warm-up, bf16 autocast on the CPU, channels_last."""
-    h = fit(tiny(), digits, epochs=2, batch_size=64, nesterov=True, label_smoothing=0.1, clip_grad_norm=1.0,
-            schedule="step", milestones=[1], warmup_epochs=0.5, amp=True, channels_last=True, progress=True)
+    recipe = Recipe(epochs=2, batch_size=64, nesterov=True, label_smoothing=0.1, clip_grad_norm=1.0,
+                    schedule="step", milestones=[1], warmup_epochs=0.5, amp=True, channels_last=True)
+    h = fit(tiny(), digits, recipe, progress=True)
     assert all(math.isfinite(e["train_loss"]) for e in h.epochs)
     assert h.config["amp"] is True and h.config["channels_last"] is True
     assert h.epochs[1]["lr"] == pytest.approx(0.01)  # divided by 10 at the milestone
     assert "epoch 2/2" in capsys.readouterr().err  # a progress bar per epoch
-    fit(tiny(), digits, epochs=1, batch_size=64, progress=False)
+    fit(tiny(), digits, Recipe(epochs=1, batch_size=64), progress=False)
     assert capsys.readouterr().err == ""  # silent when asked
 
 
@@ -124,12 +125,12 @@ class NaNNet(nn.Module):
 
 def test_nan_loss_is_a_clear_error(digits):
     with pytest.raises(TrainingError, match="lower the learning rate"):
-        fit(NaNNet(), digits, epochs=1, batch_size=64, progress=False)
+        fit(NaNNet(), digits, Recipe(epochs=1, batch_size=64), progress=False)
 
 
 def test_grad_norms(digits):
     model = tiny()
-    h = fit(model, digits, epochs=2, batch_size=64, record_grad_norms=True, progress=False)
+    h = fit(model, digits, Recipe(epochs=2, batch_size=64), record_grad_norms=True, progress=False)
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     assert list(h.grad_norms) == convs  # every conv/linear layer, input to output
     assert convs[0] == "conv1" and convs[-1] == "fc" and len(convs) == 20  # ResNet-20: 19 convs + fc
@@ -145,19 +146,20 @@ def test_grad_norms(digits):
 
 
 def test_resume_gives_identical_weights(digits, tmp_path, monkeypatch):
-    kwargs = dict(epochs=4, batch_size=32, lr=0.05, progress=False, device="cpu", seed=5, record_grad_norms=True)
+    recipe = Recipe(epochs=4, batch_size=32, lr=0.05)
+    kwargs = dict(progress=False, device="cpu", seed=5, record_grad_norms=True)
     full_model = tiny(1)
-    full = fit(full_model, digits, **kwargs)
+    full = fit(full_model, digits, recipe, **kwargs)
 
     # The same run, interrupted after epoch 2 (its checkpoint is written, then the process "dies") ...
     path = tmp_path / "run" / "checkpoint.pt"
-    run_until_killed(monkeypatch, 2, lambda: fit(tiny(1), digits, checkpoint_path=path, **kwargs))
+    run_until_killed(monkeypatch, 2, lambda: fit(tiny(1), digits, recipe, checkpoint_path=path, **kwargs))
     assert os.listdir(tmp_path / "run") == ["checkpoint.pt"]  # no temporary file left behind
 
     # ... and resumed by a fresh model, with the global RNGs disturbed in between.
     torch.manual_seed(123)
     resumed_model = tiny(99)
-    resumed = fit(resumed_model, digits, checkpoint_path=path, resume=True, **kwargs)
+    resumed = fit(resumed_model, digits, recipe, checkpoint_path=path, resume=True, **kwargs)
     assert weights_equal(full_model, resumed_model)
     assert [e["train_loss"] for e in resumed.epochs] == [e["train_loss"] for e in full.epochs]
     assert resumed.grad_norms == full.grad_norms
@@ -169,23 +171,23 @@ def test_cached_fit_trains_once(digits, tmp_path, monkeypatch, capsys):
     calls = []
     real_fit = training.fit
     monkeypatch.setattr(training, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
-    kwargs = dict(epochs=2, batch_size=64, lr=0.05, progress=False)
+    recipe, kwargs = Recipe(epochs=2, batch_size=64, lr=0.05), dict(progress=False)
 
     first_model = tiny()
-    first = cached_fit(first_model, digits, tag="demo", **kwargs)
+    first = cached_fit(first_model, digits, recipe, tag="demo", **kwargs)
     second_model = tiny()
-    second = cached_fit(second_model, digits, tag="demo", **kwargs)
+    second = cached_fit(second_model, digits, recipe, tag="demo", **kwargs)
     assert len(calls) == 1
     assert second.to_dict() == first.to_dict()  # including the original training time
     assert weights_equal(first_model, second_model)
 
-    cached_fit(tiny(), digits, tag="demo", **{**kwargs, "lr": 0.02})  # another kwarg: trains
-    cached_fit(tiny(seed=7), digits, tag="demo", **kwargs)  # other initial weights: trains
-    cached_fit(tiny(), digits.subset(20), tag="demo", **kwargs)  # other data: trains
+    cached_fit(tiny(), digits, recipe.replace(lr=0.02), tag="demo", **kwargs)  # another setting: trains
+    cached_fit(tiny(seed=7), digits, recipe, tag="demo", **kwargs)  # other initial weights: trains
+    cached_fit(tiny(), digits.subset(20), recipe, tag="demo", **kwargs)  # other data: trains
     assert len(calls) == 4
     capsys.readouterr()
     loaded = tiny()
-    cached_fit(loaded, digits, tag="demo", **{**kwargs, "progress": True})  # progress does not matter
+    cached_fit(loaded, digits, recipe, tag="demo", progress=True)  # progress does not matter
     assert len(calls) == 4
     assert not loaded.training and weights_equal(loaded, first_model)  # as fit leaves it
     said = capsys.readouterr().out
@@ -196,14 +198,15 @@ def test_cached_fit_trains_once(digits, tmp_path, monkeypatch, capsys):
 
 def test_cached_fit_key_and_damaged_entry(digits, tmp_path, monkeypatch):
     monkeypatch.setenv("RESNET_TUTORIAL_CACHE", str(tmp_path))
-    k = experiment_key(tiny(), digits, "a", {"epochs": 1})
-    assert k == experiment_key(tiny(), digits, "a", {"epochs": 1, "progress": False})
-    assert k != experiment_key(tiny(), digits, "b", {"epochs": 1})
-    assert k != experiment_key(rt.create_model("plain20", in_chans=1, channels=(4, 8, 16)), digits, "a", {"epochs": 1})
-    cached_fit(tiny(), digits, tag="x", epochs=1, progress=False)
+    one = Recipe(epochs=1)
+    k = experiment_key(tiny(), digits, one, tag="a")
+    assert k == experiment_key(tiny(), digits, Recipe(epochs=1), tag="a")
+    assert k != experiment_key(tiny(), digits, one, tag="b")
+    assert k != experiment_key(rt.create_model("plain20", in_chans=1, channels=(4, 8, 16)), digits, one, tag="a")
+    cached_fit(tiny(), digits, one, tag="x", progress=False)
     (entry,) = [f for f in os.listdir(tmp_path) if f.endswith(".pt")]
     (tmp_path / entry).write_bytes(b"truncated")
-    h = cached_fit(tiny(), digits, tag="x", epochs=1, progress=False)  # damaged: trains again, rewrites
+    h = cached_fit(tiny(), digits, one, tag="x", progress=False)  # damaged: trains again, rewrites
     assert len(h.epochs) == 1 and torch.load(tmp_path / entry, weights_only=True)["tag"] == "x"
 
 
@@ -214,7 +217,7 @@ def test_cached_fit_concurrent_runs(digits, tmp_path, monkeypatch):
     monkeypatch.setattr(training, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
 
     def run(i):
-        results[i] = cached_fit(models[i], digits, tag="race", epochs=1, batch_size=128, progress=False)
+        results[i] = cached_fit(models[i], digits, Recipe(epochs=1, batch_size=128), tag="race", progress=False)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
     for t in threads:
@@ -226,7 +229,7 @@ def test_cached_fit_concurrent_runs(digits, tmp_path, monkeypatch):
     assert results[0].to_dict() == results[1].to_dict() and weights_equal(models[0], models[1])
     assert len([f for f in os.listdir(tmp_path) if f.endswith(".pt")]) == 1
     model = tiny()
-    again = cached_fit(model, digits, tag="race", epochs=1, batch_size=128, progress=False)
+    again = cached_fit(model, digits, Recipe(epochs=1, batch_size=128), tag="race", progress=False)
     assert again.to_dict() in (results[0].to_dict(), results[1].to_dict())
 
 
@@ -249,10 +252,10 @@ def test_weight_decay_reaches_the_optimizer():
 
 
 def test_two_weight_decays_train_different_weights(digits):
-    kwargs = dict(epochs=1, batch_size=64, lr=0.1, progress=False, device="cpu", augment=False)
+    recipe = Recipe(epochs=1, batch_size=64, lr=0.1, augment=False)
     a, b = small_bn_net(), small_bn_net()
-    fit(a, digits, weight_decay=0.0, **kwargs)
-    fit(b, digits, weight_decay=0.05, **kwargs)
+    fit(a, digits, recipe.replace(weight_decay=0.0), progress=False, device="cpu")
+    fit(b, digits, recipe.replace(weight_decay=0.05), progress=False, device="cpu")
     # decay pulls the classifier's weights toward zero
     assert b[-1].weight.norm() < a[-1].weight.norm() - 1e-4
 
@@ -261,14 +264,14 @@ def test_a_second_fit_trains_in_training_mode(digits):
     """fit leaves the model in eval mode; a second fit (fine-tuning) must train it in training mode again,
     so that batch norm uses the batch's statistics and updates its running ones."""
     model = small_bn_net()
-    kwargs = dict(epochs=1, batch_size=64, lr=0.05, progress=False, device="cpu")
-    fit(model, digits, **kwargs)
+    recipe, kwargs = Recipe(epochs=1, batch_size=64, lr=0.05), dict(progress=False, device="cpu")
+    fit(model, digits, recipe, **kwargs)
     assert not model.training
     modes = []
     model[1].register_forward_pre_hook(lambda m, args: modes.append(m.training))
     bn = model[1]
     mean, batches = bn.running_mean.clone(), bn.num_batches_tracked.item()
-    fit(model, digits, **kwargs)
+    fit(model, digits, recipe, **kwargs)
     steps = len(digits.loader("train", 64))
     assert bn.num_batches_tracked.item() == batches + steps
     assert not torch.allclose(bn.running_mean, mean)
