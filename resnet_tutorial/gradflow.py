@@ -137,11 +137,12 @@ def delete_block(model: ResNet, name: str):
         stage[int(index)] = original
 
 
-def evaluate_accuracy(model: nn.Module, data, batch_size: int = 500, device: str | torch.device | None = None) -> float:
+def evaluate_accuracy(model: nn.Module, data, batch_size: int = 500, device=None) -> float:
     """Top-1 accuracy of ``model`` (in eval mode) on ``data``'s test split."""
     device = pick_device(device)
     model.to(device)
-    return loss_and_accuracy(model, data.loader("test", batch_size=batch_size, device=device))[1]
+    test = data.loader("test", batch_size=batch_size, device=device)
+    return loss_and_accuracy(model, test)[1]
 
 
 def deletion_study(model: ResNet, data, *, batch_size=500, device=None) -> list[dict]:
@@ -218,7 +219,7 @@ def degradation_experiment(
     device=None,
     progress: bool = True,
 ) -> dict:
-    """Train each CIFAR-style net of ``names`` on ``data`` with one ``recipe`` (Figs. 1, 6).
+    """Train each CIFAR-style net of ``names`` on ``data`` with one recipe (Figs. 1, 6).
 
     Every net starts from ``seed`` (weights, batch order, augmentation) and is trained
     by ``experiments.cached_fit``: a second run, or another chapter asking for the same

@@ -33,5 +33,6 @@ def mnist_resnet20(data: ImageData | None = None, device=None, seed: int = 0):
     seed_everything(seed)
     model = create_model("resnet20", in_chans=data.in_chans,
                          num_classes=data.num_classes)
-    history = cached_fit(model, data, MNIST_RESNET20_RECIPE, tag=MNIST_RESNET20_TAG, device=device, seed=seed)
+    history = cached_fit(model, data, MNIST_RESNET20_RECIPE, tag=MNIST_RESNET20_TAG,
+                         device=device, seed=seed)
     return model.eval(), history

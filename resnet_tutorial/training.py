@@ -289,10 +289,11 @@ def make_scheduler(optimizer, schedule, epochs, steps_per_epoch, milestones=None
 
 @dataclass
 class Run:
-    """Everything :func:`setup` builds for one training run, and what the loop changes as it goes.
+    """What :func:`setup` builds for one training run, and what the loop changes.
 
-    ``raw_model`` is the model being trained, ``model`` what the loop calls: the same module, or
-    ``raw_model`` wrapped in DDP (inside ``torchrun``) and compiled (``recipe.compile``), as nanoGPT names them.
+    ``raw_model`` is the model being trained, ``model`` what the loop calls: the same
+    module, or ``raw_model`` wrapped in DDP (inside ``torchrun``) and compiled
+    (``recipe.compile``), as nanoGPT names them.
     """
 
     recipe: Recipe
@@ -308,14 +309,14 @@ class Run:
     amp: bool
     amp_dtype: torch.dtype
     channels_last: bool
-    tta_fill: torch.Tensor | None  # a black pixel, normalised: the border of a shifted test image
+    tta_fill: torch.Tensor | None  # a black pixel, normalised: a shifted image's border
     history: History
-    ema: nn.Module | None = None  # torch.optim.swa_utils.AveragedModel, when the recipe keeps one
-    recorder: GradNormRecorder | None = None  # the per-layer gradient norms, when asked for
+    ema: nn.Module | None = None  # swa_utils.AveragedModel, when the recipe keeps one
+    recorder: GradNormRecorder | None = None  # per-layer gradient norms, when asked for
     rank: int = 0
     start_epoch: int = 0
-    steps: int = 0  # optimizer steps taken (in this process)
-    max_steps: int | None = None  # RESNET_TUTORIAL_MAX_STEPS: the smoke run's cap on the steps
+    steps: int = 0  # optimizer steps taken
+    max_steps: int | None = None  # RESNET_TUTORIAL_MAX_STEPS: the smoke run's cap
 
     @property
     def capped(self) -> bool:
@@ -323,63 +324,73 @@ class Run:
 
     @property
     def trained_model(self) -> nn.Module:
-        """The model to evaluate: the average of the weights when the recipe keeps one."""
+        """The model to evaluate: the weights' average, when the recipe keeps one."""
         return self.raw_model if self.ema is None else self.ema.module
 
 
-def setup(model: nn.Module, data, recipe: Recipe, *, device=None, seed: int = 0, param_groups=None,
-          record_grad_norms: bool = False) -> Run:
-    """Build what :func:`fit` needs: the model on its device, the batches, SGD, the schedule, autocast's
-    settings, and the optional pieces (an EMA of the weights, a gradient-norm recorder, DDP, compile)."""
+def setup(model: nn.Module, data, recipe: Recipe, *, device=None, seed: int = 0,
+          param_groups=None, record_grad_norms: bool = False) -> Run:
+    """Build what ``fit`` needs: the model on its device, the batches, SGD, the
+    schedule, autocast's settings, the weights' average, a gradient-norm recorder."""
     device = pick_device(device)
     rank, world = distributed.rank_and_world()
     amp, amp_dtype = amp_settings(recipe.amp, device)
     channels_last = use_channels_last(recipe.channels_last, device)
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    train_loader = data.loader("train", recipe.batch_size, augment=recipe.augment, device=device,
-                               seed=shifted(seed), rank=rank, world_size=world)
-    optimizer = make_optimizer(model, recipe.lr, recipe.momentum, recipe.nesterov, recipe.weight_decay, param_groups)
-    scheduler = make_scheduler(optimizer, recipe.schedule, recipe.epochs, len(train_loader), recipe.milestones,
-                               recipe.gamma, recipe.warmup_epochs)
-    config = dict(dataset=getattr(data, "name", None), **recipe.to_dict(), seed=seed, world_size=world)
+    layout = torch.channels_last if channels_last else torch.preserve_format
+    model.to(device, memory_format=layout)
+    train_loader = data.loader("train", recipe.batch_size, augment=recipe.augment,
+                               device=device, seed=shifted(seed), rank=rank,
+                               world_size=world)
+    optimizer = make_optimizer(model, recipe.lr, recipe.momentum, recipe.nesterov,
+                               recipe.weight_decay, param_groups)
+    scheduler = make_scheduler(optimizer, recipe.schedule, recipe.epochs,
+                               len(train_loader), recipe.milestones, recipe.gamma,
+                               recipe.warmup_epochs)
+    config = dict(dataset=getattr(data, "name", None), **recipe.to_dict(), seed=seed,
+                  world_size=world)
     config.update(getattr(data, "run_info", {}))  # a folder's classes and preprocessing
     config.update(amp=amp, amp_dtype=str(amp_dtype), channels_last=channels_last)
     if max_steps():
         config["max_steps"] = max_steps()
-    black = data.normalize(torch.zeros(data.in_chans, 1, 1, dtype=torch.uint8)).flatten()
+    zeros = torch.zeros(data.in_chans, 1, 1, dtype=torch.uint8)
+    black = data.normalize(zeros).flatten()
+    ema = None
+    if recipe.ema_decay:
+        average = get_ema_multi_avg_fn(recipe.ema_decay)
+        ema = AveragedModel(model, multi_avg_fn=average, use_buffers=True)
+    fp16 = amp and amp_dtype == torch.float16  # a GradScaler only for float16
     return Run(
         recipe=recipe, raw_model=model, model=model, train_loader=train_loader,
-        test_loader=data.loader("test", 512, device=device),
-        optimizer=optimizer, scheduler=scheduler,
-        scaler=torch.amp.GradScaler(device.type, enabled=amp and amp_dtype == torch.float16),  # fp16 only
+        test_loader=data.loader("test", 512, device=device), optimizer=optimizer,
+        scheduler=scheduler, scaler=torch.amp.GradScaler(device.type, enabled=fp16),
         loss_fn=nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing),
         device=device, amp=amp, amp_dtype=amp_dtype, channels_last=channels_last,
-        tta_fill=black if recipe.tta else None, history=History(config=config),
-        ema=AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
-        if recipe.ema_decay else None,
-        recorder=GradNormRecorder(model) if record_grad_norms else None,
-        rank=rank, max_steps=max_steps(),
+        tta_fill=black if recipe.tta else None, history=History(config=config), ema=ema,
+        recorder=GradNormRecorder(model) if record_grad_norms else None, rank=rank,
+        max_steps=max_steps(),
     )
 
 
 def wrap(run: Run, seed: int) -> None:
-    """DDP inside ``torchrun`` (then a different dropout seed on each rank), and ``torch.compile``."""
+    """DDP inside ``torchrun`` (then a dropout seed per rank), and ``torch.compile``."""
     if distributed.rank_and_world()[1] > 1:
         run.model = distributed.wrap_ddp(run.raw_model, run.device)
-        distributed.seed_this_rank(shifted(seed))  # the copies are identical now; dropout masks should differ
+        # the copies are identical now; dropout masks should differ between ranks
+        distributed.seed_this_rank(shifted(seed))
     if run.recipe.compile:
         run.model = torch.compile(run.model)
 
 
 def train_one_epoch(run: Run, epoch: int, bar) -> dict:
-    """One pass over the training split, in the order of an iteration; returns the epoch's row of the history.
+    """One pass over the training split, in the order of an iteration.
 
-    ``bar`` is a progress bar (``distributed.progress_bar``) that it advances at every step."""
+    Returns the epoch's row of the history; advances the progress ``bar`` at each step.
+    """
     t0, cpu0 = time.perf_counter(), time.process_time()
     run.model.train()
     run.train_loader.set_epoch(epoch)
-    lr = run.optimizer.param_groups[0]["lr"]  # the first group's, at the start of the epoch
-    totals = torch.zeros(3, device=run.device)  # the sums of loss, of correct predictions, of images
+    lr = run.optimizer.param_groups[0]["lr"]  # the first group's, as the epoch starts
+    totals = torch.zeros(3, device=run.device)  # sums of loss, correct answers, images
     for step, (x, y) in enumerate(run.train_loader):
         if run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -394,22 +405,24 @@ def train_one_epoch(run: Run, epoch: int, bar) -> dict:
         run.scheduler.step()
         if run.ema is not None:
             run.ema.update_parameters(run.raw_model)
-        totals += torch.stack([loss.detach().float() * len(y), (logits.argmax(1) == y).sum().float(),
+        totals += torch.stack([loss.detach().float() * len(y),
+                               (logits.argmax(1) == y).sum().float(),
                                torch.tensor(float(len(y)), device=run.device)])
         run.steps += 1
         if step % 20 == 0 or step == len(run.train_loader) - 1 or run.capped:
-            check_finite(totals, epoch, run.recipe.lr, bar)  # shows the running loss; syncs every 20 steps
+            check_finite(totals, epoch, run.recipe.lr, bar)  # the running loss; syncs
         bar.update()
         if run.capped:
             break
     totals = distributed.all_reduce_sum(totals)
-    loss_mean, acc = (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
-    return dict(epoch=epoch + 1, train_loss=loss_mean, train_acc=acc, train_error=1 - acc, lr=lr,
-                train_seconds=time.perf_counter() - t0, train_cpu_seconds=time.process_time() - cpu0)
+    loss, acc = (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
+    return dict(epoch=epoch + 1, train_loss=loss, train_acc=acc, train_error=1 - acc,
+                lr=lr, train_seconds=time.perf_counter() - t0,
+                train_cpu_seconds=time.process_time() - cpu0)
 
 
 def record_and_clip(run: Run) -> None:
-    """After ``backward``: unscale the gradients (fp16 only), record their norms, clip them."""
+    """After ``backward``: unscale the gradients (fp16), record norms, clip."""
     clip = run.recipe.clip_grad_norm
     if run.recorder or clip:
         run.scaler.unscale_(run.optimizer)
@@ -420,9 +433,10 @@ def record_and_clip(run: Run) -> None:
 
 
 def evaluate_run(run: Run) -> dict:
-    """Loss, accuracy and error of the trained model on the test split, computed as the run trains."""
-    loss, acc = loss_and_accuracy(run.trained_model, run.test_loader, amp=run.amp, amp_dtype=run.amp_dtype,
-                                  channels_last=run.channels_last, tta_fill=run.tta_fill)
+    """Loss, accuracy and error on the test split, computed as the run trains."""
+    loss, acc = loss_and_accuracy(run.trained_model, run.test_loader, amp=run.amp,
+                                  amp_dtype=run.amp_dtype, tta_fill=run.tta_fill,
+                                  channels_last=run.channels_last)
     return dict(test_loss=loss, test_acc=acc, test_error=1 - acc)
 
 
@@ -440,36 +454,40 @@ def fit(
     record_grad_norms: bool = False,
     eval_every: int = 1,
 ) -> History:
-    """Train ``model`` on ``data`` (an ``ImageData``) as ``recipe`` says; return its :class:`History`.
+    """Train ``model`` on ``data`` (an ``ImageData``) as ``recipe`` says.
 
-    The other arguments do not change how it trains: the ``device``, the ``seed`` of the batch order and
-    augmentation, a progress bar, a ``checkpoint_path`` saved after every epoch (``resume=True`` continues from
-    it, or starts when it does not exist yet), ``param_groups`` in place of ``model.parameters()`` (e.g.
-    ``finetune.stage_param_groups``), per-layer gradient norms, and how often to evaluate. Inside ``torchrun``
-    each process trains on its share of every epoch; only rank 0 writes files and shows progress.
+    The other arguments say where and what to keep: the ``device``; the ``seed`` of the
+    batch order and augmentation; a progress bar; a checkpoint saved after every epoch
+    (``resume=True`` continues from it); ``param_groups`` in place of
+    ``model.parameters()`` (per-stage learning rates); per-layer gradient norms; how
+    often to evaluate. Inside ``torchrun`` each process trains on its share of every
+    epoch; rank 0 writes the files and shows the progress.
     """
     if not isinstance(recipe, Recipe):
-        raise TrainingError(f"fit needs a Recipe, got {type(recipe).__name__}: fit(model, data, CPU_RECIPE), "
-                            "fit(model, data, Recipe(epochs=10, lr=0.05)) or CPU_RECIPE.replace(epochs=2)")
-    run = setup(model, data, recipe, device=device, seed=seed, param_groups=param_groups,
-                record_grad_norms=record_grad_norms)
+        raise TrainingError(
+            f"fit needs a Recipe, got {type(recipe).__name__}: fit(model, data, "
+            "CPU_RECIPE), fit(model, data, Recipe(epochs=10, lr=0.05)) or "
+            "CPU_RECIPE.replace(epochs=2)")
+    run = setup(model, data, recipe, device=device, seed=seed,
+                param_groups=param_groups, record_grad_norms=record_grad_norms)
     if resume and checkpoint_path and os.path.exists(checkpoint_path):
         resume_from(run, checkpoint_path)
     wrap(run, seed)
     for epoch in range(run.start_epoch, recipe.epochs):
         t0 = time.perf_counter()
-        bar = distributed.progress_bar(len(run.train_loader), f"epoch {epoch + 1}/{recipe.epochs}",
+        bar = distributed.progress_bar(len(run.train_loader),
+                                       f"epoch {epoch + 1}/{recipe.epochs}",
                                        progress and run.rank == 0)
         row = train_one_epoch(run, epoch, bar)
         if (epoch + 1) % eval_every == 0 or epoch + 1 == recipe.epochs or run.capped:
             row.update(evaluate_run(run))
         row["seconds"] = time.perf_counter() - t0
-        end_epoch(run, row)
-        bar.set_postfix({k: f"{row[k]:.3f}" for k in ("train_loss", "train_acc", "test_acc") if k in row})
-        bar.close()
+        end_epoch(run, row, bar)
         if checkpoint_path and run.rank == 0:
-            checkpoint.save_checkpoint(checkpoint_path, run.raw_model, run.optimizer, run.scheduler, epoch=epoch + 1,
-                            history=run.history.to_dict(), config=run.history.config, scaler=run.scaler, ema=run.ema)
+            checkpoint.save_checkpoint(
+                checkpoint_path, run.raw_model, run.optimizer, run.scheduler,
+                epoch=epoch + 1, history=run.history.to_dict(),
+                config=run.history.config, scaler=run.scaler, ema=run.ema)
         if run.capped:
             _pad_capped(run.history, recipe.epochs)
             break
@@ -480,23 +498,27 @@ def fit(
 
 
 def resume_from(run: Run, path: str | os.PathLike) -> None:
-    """Continue ``run`` from the checkpoint at ``path``: weights, optimizer, schedule, scaler, EMA, history and
-    random state, as they were at the end of its last epoch."""
-    state = checkpoint.load_checkpoint(path, run.raw_model, run.optimizer, run.scheduler, scaler=run.scaler, ema=run.ema)
+    """Continue ``run`` from the checkpoint at ``path``: weights, optimizer, schedule,
+    scaler, EMA, history and random state, as they were at the end of its last epoch."""
+    state = checkpoint.load_checkpoint(path, run.raw_model, run.optimizer,
+                                       run.scheduler, scaler=run.scaler, ema=run.ema)
     run.history, run.start_epoch = History.from_dict(state["history"]), state["epoch"]
     run.steps = run.history.steps
     if run.recorder:
         run.recorder.history.update(run.history.grad_norms)
 
 
-def end_epoch(run: Run, row: dict) -> None:
-    """Append the epoch's row (and its mean gradient norms) to the history."""
+def end_epoch(run: Run, row: dict, bar) -> None:
+    """Append the epoch's row (and mean gradient norms) to the history; close its bar."""
     run.history.epochs.append(row)
     run.history.seconds += row["seconds"]
     run.history.steps = run.steps
     if run.recorder:
         run.recorder.end_epoch()
         run.history.grad_norms = run.recorder.history
+    shown = ("train_loss", "train_acc", "test_acc")
+    bar.set_postfix({k: f"{row[k]:.3f}" for k in shown if k in row})
+    bar.close()
 
 
 def _pad_capped(history: History, epochs: int) -> None:

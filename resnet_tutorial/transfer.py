@@ -58,7 +58,7 @@ def imagenet_finetune(
 
     ``state_dict`` is the ImageNet weights to start from; ``None`` downloads
     torchvision's ``tag``. ``transform`` defaults to the weights' ``transforms()`` (see
-    ``imagenet_weights``). Every layer trains with :func:`~resnet_tutorial.training.fit`,
+    ``imagenet_weights``). Every layer trains with ``training.fit``,
     SGD (Nesterov momentum 0.9) and a cosine learning rate, on ``data`` seen through the
     transform: each training batch flipped at random, then transformed on the device.
     Returns ``(model, record)``, the record holding the test accuracy, the number of
@@ -67,11 +67,13 @@ def imagenet_finetune(
     weights = imagenet_weights(name, tag)
     if state_dict is None:
         state_dict = weights.get_state_dict(progress=True)
-    view = replace(data, augmentation="flip", transform=weights.transforms() if transform is None else transform)
+    transform = weights.transforms() if transform is None else transform
+    view = replace(data, augmentation="flip", transform=transform)
     seed_everything(seed)
     model = imagenet_backbone(name, state_dict, data.num_classes)
-    recipe = Recipe(epochs=epochs, batch_size=batch_size, lr=lr, momentum=0.9, nesterov=True,
-                    weight_decay=weight_decay, schedule="cosine", amp=amp, channels_last="auto")
+    recipe = Recipe(epochs=epochs, batch_size=batch_size, lr=lr, momentum=0.9,
+                    nesterov=True, weight_decay=weight_decay, schedule="cosine", amp=amp,
+                    channels_last="auto")
     history = fit(model, view, recipe, device=device, seed=seed, progress=progress)
     record = {
         "model": name,

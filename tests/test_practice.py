@@ -38,7 +38,7 @@ def test_the_recipe_is_the_books_cpu_recipe_and_not_a_dict():
     as_dict = recipe.to_dict()
     assert Recipe(**{**as_dict, "augment": False}) == recipe.replace(augment=False) and as_dict["epochs"] == recipe.epochs
     with pytest.raises(TypeError):  # one way to say how to train: a Recipe, not a dict of its settings
-        {**recipe}
+        dict(**recipe)
 
 
 def test_the_lock_serialises_two_holders(tmp_path, monkeypatch):
