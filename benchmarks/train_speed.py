@@ -14,7 +14,10 @@ Prints, in one run and measured side by side:
    wall clock and CPU seconds. Beside it, in the same run: the same recipe trained by a plain PyTorch loop
    (DataLoader with per-image transforms, fp32, no test-time augmentation), as a ratio; and a reference,
    an epoch of the previous recipe before each seed (``OLD_RECIPE``, timed at 84 s for its 20 epochs on
-   this 2-core machine), to turn CPU seconds into an estimate of that machine's wall clock when shared.
+   this 2-core machine), to turn CPU seconds into an estimate of that machine's wall clock when shared;
+4. with ``--before REV``: ``fit`` of this checkout against ``fit`` of the package at git revision ``REV``
+   (extracted next to it as ``resnet_tutorial_before``), the same recipe and seed, alternating, as a ratio of
+   CPU seconds, and whether the two trained the same weights.
 
 The goal: a final accuracy of at least 98.5 % after at most 30 s of training on two idle cores. On a
 shared machine wall-clock times move with the load (the load average is printed before and after); the
@@ -134,7 +137,7 @@ def train_ours(data, recipe: Recipe, seed: int) -> dict:
     """``fit`` with ``recipe``: the final accuracy, and the training's wall time and CPU seconds."""
     torch.manual_seed(seed)
     model = rt.create_model("resnet20", in_chans=1, num_classes=10)
-    h = fit(model, data, recipe=recipe, seed=seed, progress=False, device="cpu", eval_every=recipe.epochs)
+    h = fit(model, data, recipe, seed=seed, progress=False, device="cpu", eval_every=recipe.epochs)
     return dict(acc=h.final["test_acc"], wall=sum(e["train_seconds"] for e in h.epochs),
                 cpu=sum(e["train_cpu_seconds"] for e in h.epochs))
 
@@ -168,7 +171,7 @@ def reference_cpu_seconds(data, epochs: int) -> float:
     """CPU seconds of ``OLD_RECIPE``'s full run, from ``epochs`` of its epochs (its cost per epoch is flat)."""
     torch.manual_seed(0)
     model = rt.create_model("resnet20", in_chans=1, num_classes=10)
-    h = fit(model, data, recipe=OLD_RECIPE.replace(epochs=epochs), progress=False, device="cpu", eval_every=epochs)
+    h = fit(model, data, OLD_RECIPE.replace(epochs=epochs), progress=False, device="cpu", eval_every=epochs)
     return sum(e["train_cpu_seconds"] for e in h.epochs) / epochs * OLD_RECIPE.epochs
 
 
@@ -208,6 +211,51 @@ def time_to_accuracy(data, seeds, baseline_seeds, reference_epochs: int) -> None
           f"(by the CPU-second estimate; on an idle machine with --threads 2, read the wall-clock line)")
 
 
+def package_at(rev: str):
+    """The package as it was at git revision ``rev``, imported as ``resnet_tutorial_before``."""
+    import importlib
+    import subprocess
+    import sys
+    import tempfile
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    where = tempfile.mkdtemp(prefix="train_speed_")
+    archive = subprocess.run(["git", "-C", root, "archive", rev, "resnet_tutorial"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", where], input=archive, check=True)
+    os.rename(os.path.join(where, "resnet_tutorial"), os.path.join(where, "resnet_tutorial_before"))
+    sys.path.insert(0, where)
+    package = importlib.import_module("resnet_tutorial_before")
+    for module in ("training", "data"):  # importing a submodule sets it as the package's attribute
+        importlib.import_module(f"resnet_tutorial_before.{module}")
+    return package
+
+
+def before_and_after(data, rev: str, seeds, epochs: int) -> None:
+    """``fit`` now against ``fit`` at ``rev``: CPU seconds of the same recipe and seed, alternating."""
+    old = package_at(rev)
+    recipe = CPU_RECIPE.replace(epochs=epochs)
+    old_recipe = old.training.Recipe(**recipe.to_dict())
+    print(f"\n4. fit of this checkout against fit at {rev}: {recipe.epochs} epochs of CPU_RECIPE, seeds {seeds}")
+    ratios = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        a = rt.create_model("resnet20", in_chans=1, num_classes=10)
+        torch.manual_seed(seed)
+        b = old.create_model("resnet20", in_chans=1, num_classes=10)
+        h_old = old.training.fit(b, old.data.load_dataset("mnist5k"), recipe=old_recipe, seed=seed, progress=False,
+                                 device="cpu", eval_every=recipe.epochs)
+        h_new = fit(a, data, recipe, seed=seed, progress=False, device="cpu", eval_every=recipe.epochs)
+        cpu_old = sum(e["train_cpu_seconds"] for e in h_old.epochs)
+        cpu_new = sum(e["train_cpu_seconds"] for e in h_new.epochs)
+        same = all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+        ratios.append(cpu_new / cpu_old)
+        print(f"   seed {seed}: now {cpu_new:.1f} CPU s, before {cpu_old:.1f} CPU s: ratio {cpu_new / cpu_old:.3f}; "
+              f"final accuracy {h_new.final['test_acc']:.4f} / {h_old.final['test_acc']:.4f}; "
+              f"the same weights: {same}", flush=True)
+    print(f"   median ratio now / before: {statistics.median(ratios):.3f} (below 1: now is faster)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU seconds mean the most)")
@@ -220,6 +268,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-accuracy", action="store_true")
+    p.add_argument("--before", metavar="REV", default=None,
+                   help="also compare fit with fit at git revision REV (e.g. 5abc31c), side by side")
+    p.add_argument("--before-epochs", type=int, default=2)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -231,6 +282,8 @@ def main() -> None:
     if not args.skip_accuracy:
         baseline = args.seeds[:1] if args.baseline_seeds is None else args.baseline_seeds
         time_to_accuracy(data, args.seeds, baseline, args.reference_epochs)
+    if args.before:
+        before_and_after(data, args.before, args.seeds, args.before_epochs)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 
