@@ -108,7 +108,7 @@ def model_config(model: nn.Module) -> dict:
 
 def model_from_checkpoint(path, **overrides) -> tuple[nn.Module, dict]:
     """Build the model a checkpoint was saved from, load its weights; return ``(model, checkpoint)``."""
-    from .models import create_model
+    from .models import create_model, model_arguments
 
     state = read_checkpoint(path)
     cfg = state.get("model_config", {})
@@ -121,6 +121,11 @@ def model_from_checkpoint(path, **overrides) -> tuple[nn.Module, dict]:
             "same norm_layer (model_from_checkpoint(path, norm_layer=...)), or create the model yourself and "
             "call load_checkpoint(path, model)")
     kwargs = dict(cfg.get("kwargs", {}))
+    # Checkpoints of pre-activation nets from before PreActResNet record a shortcut and stride_in_1x1 that
+    # those nets ignored, and that PreActResNet does not take.
+    for key in ("shortcut", "stride_in_1x1"):
+        if key in kwargs and key not in model_arguments(cfg["architecture"]):
+            del kwargs[key]
     if "channels" in kwargs:
         kwargs["channels"] = tuple(kwargs["channels"])
     kwargs.update(overrides)
