@@ -207,7 +207,7 @@ class ResNet(ResNetBase):
             which strides the 3x3 convolution (torchvision, timm). A basic block is the same either way.
         in_chans: channels of the input image.
         num_classes: outputs of the classifier; 0 makes ``forward`` return the pooled features.
-        zero_init_last: zero the last BN (or convolution) of each residual branch, so every block starts
+        zero_init_last: zero the last BN of each residual branch, so every block starts
             as the identity. timm does this by default; torchvision and the paper do not, and nor do we.
         drop_rate: dropout before the classifier.
         groups: groups of each bottleneck's 3x3 convolution, the cardinality of ResNeXt (32 or 64).
@@ -250,8 +250,6 @@ class ResNet(ResNetBase):
         self.shortcut = shortcut.upper()
         self.residual = residual
         self.stride_in_1x1 = stride_in_1x1
-        self.groups = groups
-        self.width_per_group = width_per_group
 
         # Stem: a convolution, BN-ReLU (the first feature map) and, for ImageNet, a max-pool.
         self.conv1 = stem_conv(stem, in_chans, channels[0])
@@ -266,13 +264,13 @@ class ResNet(ResNetBase):
         self._add_head(num_classes, global_pool)
         self.init_weights(zero_init_last=zero_init_last)
 
-    def _make_block(self, block, inplanes: int, planes: int, stride: int, **block_args) -> nn.Module:
+    def _make_block(self, block, inplanes: int, planes: int, stride: int, *, norm_layer: NormLayer,
+                    **block_args) -> nn.Module:
         """One block, with the shortcut of option ``self.shortcut`` (none in a plain net)."""
         downsample = None
         if self.residual:
-            downsample = make_shortcut(self.shortcut, inplanes, planes * block.expansion, stride,
-                                       block_args["norm_layer"])
-        return block(inplanes, planes, stride, downsample, self.residual, **block_args)
+            downsample = make_shortcut(self.shortcut, inplanes, planes * block.expansion, stride, norm_layer)
+        return block(inplanes, planes, stride, downsample, self.residual, norm_layer=norm_layer, **block_args)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and stages: the feature map before pooling.
@@ -427,7 +425,8 @@ class FeatureInfo:
 
 class FeatureMaps(nn.Module):
     """A ResNet that returns a list of feature maps, one per entry of ``out_indices``: index 0 is the
-    stem (after its ReLU, before the max-pool), index ``i`` the output of stage ``i``, as timm's
+    stem (after its ReLU, before the max-pool; a pre-activation net's after its convolution), index ``i``
+    the output of stage ``i`` (a pre-activation net's last after its final BN-ReLU), as timm's
     ``create_model(..., features_only=True)``. The head and the stages after the last index are
     dropped; the ``state_dict`` names are the model's, so its weights load.
 
