@@ -125,9 +125,14 @@ def model_from_checkpoint(path, **overrides) -> tuple[nn.Module, dict]:
 
 def model_from_config(cfg: Mapping, **overrides) -> nn.Module:
     """A fresh model of the architecture a :func:`model_config` describes (``overrides`` win)."""
-    from .models import create_model
+    from .models import create_model, model_arguments
 
     kwargs = dict(cfg.get("kwargs", {}))
+    # Checkpoints of pre-activation nets from before PreActResNet record a shortcut and stride_in_1x1 that
+    # those nets ignored, and that PreActResNet does not take.
+    for key in ("shortcut", "stride_in_1x1"):
+        if key in kwargs and key not in model_arguments(cfg["architecture"]):
+            del kwargs[key]
     if "channels" in kwargs:  # JSON and torch.save give back the tuple as a list
         kwargs["channels"] = tuple(kwargs["channels"])
     return create_model(cfg["architecture"], **{**kwargs, **overrides})

@@ -24,7 +24,7 @@ from .experiments import cached_fit
 from .models import create_model
 from .models.blocks import BasicBlock, Bottleneck, PreActBasicBlock
 from .models.blocks import changes_shape as _changes_shape
-from .models.resnet import PREACT_BLOCKS, ResNet
+from .models.resnet import PREACT_BLOCKS, PreActResNet, ResNet
 from .runtime import amp_settings, pick_device, seed_everything
 from .training import PAPER_RECIPE, Recipe, weight_layers
 
@@ -54,7 +54,7 @@ def cifar_net(
     channels: tuple[int, ...] = (16, 32, 64),
     in_chans: int = 3,
     num_classes: int = 10,
-) -> ResNet:
+) -> ResNet | PreActResNet:
     """The CIFAR network of ``depth = 6n + 2`` layers (He et al. 2016a, Sec. 4.2), in any variant.
 
     ``residual=False`` gives the plain twin (same layers, no shortcuts); ``preact=True`` the
@@ -66,18 +66,13 @@ def cifar_net(
     if preact and not residual:
         raise ValueError("a pre-activation network without shortcuts is just a plain network: use preact=False")
     n = (depth - 2) // 6
-    block = PreActBasicBlock if preact else BasicBlock
-    model = ResNet(
-        block,
-        [n] * len(channels),
-        channels=channels,
-        stem="cifar",
-        shortcut="A",
-        residual=residual,
-        in_chans=in_chans,
-        num_classes=num_classes,
-        zero_init_last=zero_init_last,
-    )
+    layers = [n] * len(channels)
+    common = dict(channels=channels, stem="cifar", in_chans=in_chans, num_classes=num_classes,
+                  zero_init_last=zero_init_last)
+    if preact:
+        model = PreActResNet(PreActBasicBlock, layers, **common)
+    else:
+        model = ResNet(BasicBlock, layers, shortcut="A", residual=residual, **common)
     return model if batchnorm else remove_batchnorm(model)
 
 

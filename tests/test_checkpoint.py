@@ -226,6 +226,23 @@ def test_model_config_records_every_argument_that_shapes_the_model(tmp_path):
     assert ck.model_config(bottleneck)["kwargs"]["stride_in_1x1"] is True
 
 
+def test_model_from_checkpoint_of_a_preact_net_old_and_new(tmp_path):
+    """A pre-activation net records no shortcut option; one saved before PreActResNet recorded the
+    shortcut="B" and stride_in_1x1=False it ignored, and still rebuilds."""
+    model = rt.create_model("preact_resnet110", num_classes=3, channels=(4, 8, 16), drop_rate=0.1)
+    save_checkpoint(tmp_path / "new.pt", model, epoch=1)
+    state = ck.read_checkpoint(tmp_path / "new.pt")
+    assert state["model_config"]["kwargs"] == {"num_classes": 3, "in_chans": 3, "drop_rate": 0.1,
+                                               "channels": [4, 8, 16], "global_pool": "avg"}
+    state["model_config"]["kwargs"].update(shortcut="B", stride_in_1x1=False)  # as the old ResNet wrote it
+    ck.atomic_torch_save(state, tmp_path / "old.pt")
+    for f in ("new.pt", "old.pt"):
+        rebuilt, _ = model_from_checkpoint(tmp_path / f)
+        assert type(rebuilt) is type(model) and rebuilt.drop_rate == 0.1
+        assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), model.state_dict().values(),
+                                                     strict=True))
+
+
 def test_model_from_checkpoint_of_a_hand_made_file(tmp_path):
     """A checkpoint with no model_config says so; one with only the architecture builds its defaults."""
     model = tiny()

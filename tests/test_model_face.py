@@ -13,7 +13,16 @@ from torchvision.ops import FrozenBatchNorm2d
 
 import resnet_tutorial as rt
 from resnet_tutorial.errors import ConfigError, ModelArgumentError, ModelConfigError, ResnetTutorialError
-from resnet_tutorial.models import WeightsError, pretrained_cfg, pretrained_tags
+from resnet_tutorial.models import (
+    FeatureMaps,
+    PreActResNet,
+    ResNet,
+    ResNetBase,
+    WeightsError,
+    model_arguments,
+    pretrained_cfg,
+    pretrained_tags,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -48,7 +57,7 @@ def test_preact_final_relu_is_a_module():
     model = rt.create_model("preact_resnet110")
     assert isinstance(model.final_relu, nn.ReLU)
     assert "final_relu" in get_graph_node_names(model)[1]
-    assert rt.create_model("resnet20").final_relu is None
+    assert not hasattr(rt.create_model("resnet20"), "final_relu")  # only a pre-activation net ends with one
 
 
 # --- features_only ----------------------------------------------------------------------------------
@@ -88,6 +97,39 @@ def test_features_only_on_cifar_and_preact_models():
         rt.create_model("resnet20", features_only=True, out_indices=(4,))
     with pytest.raises(ModelArgumentError, match="features_only=True"):
         rt.create_model("resnet20", out_indices=(1,))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnet20", "plain20", "preact_resnet110",
+                                  "preact_resnet164"])
+def test_features_only_maps_are_the_stem_and_the_stages_of_the_model(name):
+    """FeatureMaps runs the model's children in order: its maps are what the model computes."""
+    model = rt.create_model(name, channels=(4, 8, 8, 8) if "resnet1" in name or name == "resnet50" else (4, 8, 8))
+    feats = FeatureMaps(model).eval()
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    stage_maps = {}
+    hooks = [getattr(model, n).register_forward_hook(lambda m, i, o, n=n: stage_maps.__setitem__(n, o))
+             for n in model.stage_names]
+    with torch.no_grad():
+        maps, last = feats(x), model.forward_features(x)
+    for h in hooks:
+        h.remove()
+    assert len(maps) == len(model.feature_info) == len(model.stage_names) + 1
+    stem = model.conv1(x) if name.startswith("preact") else model.relu(model.bn1(model.conv1(x)))
+    assert torch.equal(maps[0], stem)
+    assert all(torch.equal(m, stage_maps[n]) for m, n in zip(maps[1:-1], model.stage_names[:-1], strict=True))
+    assert torch.equal(maps[-1], last)
+    assert [m.shape[1] for m in maps] == feats.feature_info.channels()
+
+
+def test_features_only_keeps_the_children_up_to_the_last_map():
+    model = rt.create_model("preact_resnet110")
+    two = FeatureMaps(model, out_indices=(0, 2))
+    assert [n for n, _ in two.named_children()] == ["conv1", "maxpool", "layer1", "layer2"]  # no final BN
+    assert two.stage_names == ["layer1", "layer2"]
+    stem = FeatureMaps(rt.create_model("resnet20"), out_indices=(0,))
+    assert [n for n, _ in stem.named_children()] == ["conv1", "bn1", "relu"]
+    assert torch.fx.symbolic_trace(two)(torch.randn(1, 3, 32, 32))[1].shape == (1, 32, 16, 16)
 
 
 # --- pretrained tags and cfgs --------------------------------------------------------------------------
@@ -248,6 +290,33 @@ def test_bad_stage_table():
         ResNet(BasicBlock, [2, 2], channels=(16, 32, 64))
     with pytest.raises(ModelConfigError, match="block must be a block class"):
         ResNet(nn.Conv2d, [2, 2, 2])
+
+
+def test_resnet_and_preact_resnet_refuse_each_others_blocks():
+    from resnet_tutorial.models import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
+
+    for block in (PreActBasicBlock, PreActBottleneck):
+        with pytest.raises(ModelConfigError, match=f"{block.__name__} is a pre-activation block.*PreActResNet"):
+            ResNet(block, [1, 1], channels=(4, 8))
+    for block in (BasicBlock, Bottleneck):
+        with pytest.raises(ModelConfigError, match=f"{block.__name__} is not a pre-activation block.*ResNet"):
+            PreActResNet(block, [1, 1], channels=(4, 8))
+    with pytest.raises(ModelConfigError, match="block must be a block class"):
+        PreActResNet(nn.Conv2d, [2, 2, 2])
+
+
+def test_preact_nets_take_no_shortcut_option():
+    """A pre-activation net always projects where the shape changes: it takes no shortcut, residual or
+    stride_in_1x1, which ResNet used to accept and ignore for it."""
+    model = rt.create_model("preact_resnet110")
+    assert isinstance(model, PreActResNet) and isinstance(model, ResNetBase) and not isinstance(model, ResNet)
+    assert isinstance(rt.create_model("resnet20"), ResNetBase)
+    for key in ("shortcut", "residual", "stride_in_1x1"):
+        assert key not in model_arguments("preact_resnet164") and key in model_arguments("resnet20")
+        assert not hasattr(model, key)
+    with pytest.raises(ModelArgumentError, match="preact_resnet110 takes no argument 'shortcut'"):
+        rt.create_model("preact_resnet110", shortcut="A")
+    assert "groups" in model_arguments("preact_resnet164") and "norm_layer" in model_arguments("preact_resnet110")
 
 
 def test_bogus_profile_is_a_config_error(monkeypatch):

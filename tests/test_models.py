@@ -22,11 +22,16 @@ from resnet_tutorial.reference import parity_report, randomize_batchnorm
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 
 
-@pytest.mark.parametrize("name", IMAGENET)
+def _shapes(model):
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", rt.list_models(family="imagenet"))  # ResNet, ResNeXt and Wide ResNet
 def test_state_dict_keys_and_shapes_match_torchvision_and_timm(name):
-    ours = {k: tuple(v.shape) for k, v in rt.create_model(name).state_dict().items()}
-    tv = {k: tuple(v.shape) for k, v in torchvision.models.get_model(name).state_dict().items()}
-    tm = {k: tuple(v.shape) for k, v in timm.create_model(name).state_dict().items()}
+    with torch.device("meta"):  # no memory, no initialisation: the shapes are all we need
+        ours = _shapes(rt.create_model(name))
+        tv = _shapes(torchvision.models.get_model(name, weights=None))
+        tm = _shapes(timm.create_model(name, pretrained=False))
     assert ours == tv
     assert ours == tm
 
@@ -154,6 +159,18 @@ def test_v1_strides_the_first_1x1_and_v15_the_3x3():
     assert v15.layer2[0].conv1.stride == (1, 1) and v15.layer2[0].conv2.stride == (2, 2)
     assert v1.layer2[0].conv1.stride == (2, 2) and v1.layer2[0].conv2.stride == (1, 1)
     assert v1.state_dict().keys() == v15.state_dict().keys()
+
+
+def test_a_basic_block_is_the_same_in_v1_and_v15():
+    """Every block takes stride_in_1x1; a basic block has no 1x1 convolution to stride, so it is the same."""
+    torch.manual_seed(0)
+    v15 = rt.create_model("resnet18")
+    torch.manual_seed(0)
+    v1 = rt.create_model("resnet18", stride_in_1x1=True)
+    assert v1.stride_in_1x1 and v1.layer2[0].conv1.stride == (2, 2)
+    assert all(torch.equal(a, b) for a, b in zip(v1.state_dict().values(), v15.state_dict().values(), strict=True))
+    block = BasicBlock(16, 32, 2, PadShortcut(16, 32, 2), stride_in_1x1=True)
+    assert block(torch.randn(2, 16, 8, 8)).shape == (2, 32, 4, 4)
 
 
 def test_shortcut_options_a_b_c():

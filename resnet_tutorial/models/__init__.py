@@ -2,6 +2,7 @@
 
 from . import zoo  # noqa: F401  (registers the models)
 from .blocks import (
+    PREACT_BLOCKS,
     BasicBlock,
     Bottleneck,
     PadShortcut,
@@ -20,7 +21,7 @@ from .registry import (
     model_family,
     register_model,
 )
-from .resnet import FeatureInfo, FeatureMaps, GlobalPool, ResNet
+from .resnet import FeatureInfo, FeatureMaps, GlobalPool, PreActResNet, ResNet, ResNetBase
 from .weights import (
     WeightsError,
     clean_state_dict,
@@ -42,7 +43,10 @@ __all__ = [
     "PadShortcut",
     "PreActBasicBlock",
     "PreActBottleneck",
+    "PREACT_BLOCKS",
+    "PreActResNet",
     "ResNet",
+    "ResNetBase",
     "UnknownModelError",
     "WeightsError",
     "clean_state_dict",

@@ -119,8 +119,10 @@ class BasicBlock(nn.Module):
 
     The building block of Fig. 2 in He et al. (2016a). With ``residual=False`` the
     shortcut is dropped and the block is a plain two-layer stack, the paper's "plain"
-    baseline with exactly the same layers. ``groups`` and ``width_per_group`` exist for
-    a uniform signature; only 1 and 64 are allowed, as in torchvision.
+    baseline with exactly the same layers. ``stride_in_1x1``, ``groups`` and
+    ``width_per_group`` exist so that every block takes the bottleneck's keywords: the
+    stride is on the first 3x3 either way (the paper's v1 and v1.5 differ only in the
+    bottleneck), and only 1 and 64 are allowed for the others, as in torchvision.
     """
 
     expansion = 1
@@ -133,6 +135,7 @@ class BasicBlock(nn.Module):
         downsample: nn.Module | None = None,
         residual: bool = True,
         *,
+        stride_in_1x1: bool = False,
         groups: int = 1,
         width_per_group: int = 64,
         norm_layer: NormLayer | None = None,
@@ -250,7 +253,7 @@ class PreActBasicBlock(nn.Module):
 
     Nothing follows the addition: the shortcut path from block to block is a pure
     identity. The net ends with the BN-ReLU the last block leaves out
-    (``ResNet.final_bn``, ``ResNet.final_relu``).
+    (``PreActResNet.final_bn``, ``PreActResNet.final_relu``).
     """
 
     expansion = 1
@@ -328,3 +331,7 @@ class PreActBottleneck(nn.Module):
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv3.weight)
+
+
+#: The pre-activation blocks: they build a ``PreActResNet``, the others a ``ResNet``.
+PREACT_BLOCKS = (PreActBasicBlock, PreActBottleneck)

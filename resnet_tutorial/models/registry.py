@@ -10,23 +10,32 @@ from collections.abc import Callable, Sequence
 from torch import nn
 
 from ..errors import ModelArgumentError, ResnetTutorialError
+from . import weights  # weights.load_pretrained, looked up when called (tests replace it)
+from .resnet import FeatureMaps, ResNet
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _FAMILY: dict[str, str] = {}
+_CLASS: dict[str, type[nn.Module]] = {}
 
 
 class UnknownModelError(ResnetTutorialError, ValueError):
     """Raised by :func:`create_model` for a name that is not registered."""
 
 
-def register_model(family: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a factory function under its own name, in a family ("imagenet", "cifar", ...)."""
+def register_model(
+    family: str, model_class: type[nn.Module] = ResNet
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a factory function under its own name, in a family ("imagenet", "cifar", ...).
+
+    A factory that takes ``**kwargs`` passes them on to ``model_class``, whose arguments it then takes.
+    """
 
     def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if fn.__name__ in _MODELS:
             raise ValueError(f"model {fn.__name__!r} is registered twice")
         _MODELS[fn.__name__] = fn
         _FAMILY[fn.__name__] = family
+        _CLASS[fn.__name__] = model_class
         return fn
 
     return register
@@ -43,9 +52,7 @@ def list_models(pattern: str | None = None, family: str | None = None) -> list[s
 def list_pretrained(pattern: str | None = None) -> list[str]:
     """Every ``name.tag`` with torchvision weights, e.g. ``["resnet18.tv_in1k", ..., "resnet50.tv2_in1k"]``,
     filtered by a shell-style ``pattern`` (``"resnet50.*"``), as timm's ``list_pretrained``."""
-    from .weights import pretrained_tags
-
-    names = [f"{n}.{t}" for n in _MODELS for t in pretrained_tags(n)]
+    names = [f"{n}.{t}" for n in _MODELS for t in weights.pretrained_tags(n)]
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
 
@@ -67,12 +74,10 @@ def _check_name(name: str) -> None:
 
 def model_arguments(name: str) -> list[str]:
     """The keyword arguments that :func:`create_model` passes on to the model ``name``."""
-    from .resnet import ResNet
-
     _check_name(name)
     params = inspect.signature(_MODELS[name]).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):  # the zoo: everything goes to ResNet
-        params = {**inspect.signature(ResNet.__init__).parameters, **params}
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):  # the zoo: everything goes to the class
+        params = {**inspect.signature(_CLASS[name].__init__).parameters, **params}
     fixed = ("self", "block", "layers")
     return [n for n, p in params.items() if n not in fixed and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
 
@@ -117,27 +122,22 @@ def create_model(
 
     The model's ``pretrained_cfg`` says what its weights expect (mean, std, input size, source).
     """
-    from .resnet import FeatureMaps
-    from .weights import load_pretrained, load_weights, pretrained_cfg, split_tag
-
-    arch, tag = split_tag(name)
+    arch, tag = weights.split_tag(name)
     _check_name(arch)
     _check_kwargs(arch, kwargs)
     if pretrained and checkpoint_path:
         raise ModelArgumentError("give either pretrained=True or checkpoint_path, not both")
     if out_indices is not None and not features_only:
         raise ModelArgumentError("out_indices selects feature maps: pass features_only=True with it")
-    cfg = pretrained_cfg(arch, tag, _FAMILY[arch])  # an unknown tag fails here, before building
+    cfg = weights.pretrained_cfg(arch, tag, _FAMILY[arch])  # an unknown tag fails here, before building
     model = _MODELS[arch](**kwargs)
     model.pretrained_cfg = cfg
     if pretrained:
-        load_pretrained(model, name)
+        weights.load_pretrained(model, name)
         if tag is None:  # say which weights the default was
-            from .weights import default_tag
-
-            model.pretrained_cfg = pretrained_cfg(arch, default_tag(arch), _FAMILY[arch])
+            model.pretrained_cfg = weights.pretrained_cfg(arch, weights.default_tag(arch), _FAMILY[arch])
     elif checkpoint_path:
-        load_weights(model, checkpoint_path)
+        weights.load_weights(model, checkpoint_path)
     if features_only:
         model = FeatureMaps(model, out_indices)
     return model

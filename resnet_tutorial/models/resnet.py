@@ -1,4 +1,5 @@
-"""One ``ResNet`` class, assembled from a table of stages.
+"""The networks: ``ResNet`` for the blocks of He et al. (2016a), ``PreActResNet`` for the
+pre-activation blocks of He et al. (2016b), each assembled from a table of stages.
 
 The ImageNet models (``resnet18`` ... ``resnet152``) have exactly the ``state_dict`` of torchvision's and
 timm's, so their weights load with ``strict=True`` and give the same outputs. The CIFAR models of
@@ -16,17 +17,17 @@ from torch import nn
 
 from ..errors import ModelConfigError
 from .blocks import (
+    PREACT_BLOCKS,
+    BasicBlock,
     Bottleneck,
     NormLayer,
-    PreActBasicBlock,
-    PreActBottleneck,
     changes_shape,
     conv1x1,
     make_shortcut,
 )
 
-PREACT_BLOCKS = (PreActBasicBlock, PreActBottleneck)
 GLOBAL_POOLS = ("avg", "max", "avgmax", "catavgmax")
+STEMS = ("imagenet", "cifar")
 
 
 def check_image_batch(x: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -71,125 +72,59 @@ class GlobalPool(nn.Module):
         return f"pool_type={self.pool_type!r}"
 
 
-class ResNet(nn.Module):
-    """A residual network: a stem, a table of stages, global average pooling and a linear classifier.
+def stem_conv(stem: str, in_chans: int, width: int) -> nn.Conv2d:
+    """The first convolution: 7x7 with stride 2 for ``"imagenet"``, 3x3 with stride 1 for ``"cifar"``."""
+    if stem == "imagenet":
+        return nn.Conv2d(in_chans, width, kernel_size=7, stride=2, padding=3, bias=False)
+    return nn.Conv2d(in_chans, width, kernel_size=3, stride=1, padding=1, bias=False)
 
-    Args:
-        block: the block class of every stage (``BasicBlock``, ``Bottleneck``, or a pre-activation block).
-        layers: number of blocks per stage, e.g. ``[3, 4, 6, 3]`` for ResNet-50.
-        channels: the ``planes`` of each stage (a block outputs ``planes * block.expansion`` channels).
-        stem: ``"imagenet"`` (7x7 stride-2 convolution and 3x3 max-pool) or ``"cifar"`` (one 3x3 convolution).
-        shortcut: the paper's option ``"A"`` (zero-padded identity), ``"B"`` (projection where the shape
-            changes) or ``"C"`` (projection on every block). Pre-activation nets always use ``"B"``.
-        residual: ``False`` removes every shortcut: the "plain" network of the paper, same layers.
-        stride_in_1x1: ``True`` gives the paper's ResNet v1 bottleneck; ``False`` (default) gives v1.5,
-            which strides the 3x3 convolution (torchvision, timm).
-        in_chans: channels of the input image.
-        num_classes: outputs of the classifier; 0 makes ``forward`` return the pooled features.
-        zero_init_last: zero the last BN (or convolution) of each residual branch, so every block starts
-            as the identity. timm does this by default; torchvision and the paper do not, and nor do we.
-        drop_rate: dropout before the classifier.
-        groups: groups of each bottleneck's 3x3 convolution, the cardinality of ResNeXt (32 or 64).
-        width_per_group: channels per group of that 3x3 at ``planes=64``; 64 is ResNet, 4 with
-            ``groups=32`` is ResNeXt 32x4d, 128 is Wide ResNet-50-2. Basic blocks allow only 1 and 64.
-        norm_layer: the normalisation after each convolution, a function of the channel count (default
-            ``nn.BatchNorm2d``; ``torchvision.ops.FrozenBatchNorm2d`` for frozen statistics,
-            ``nn.Identity`` for a net without normalisation), as torchvision's ``norm_layer``.
-        global_pool: ``"avg"`` (default), ``"max"``, ``"avgmax"`` or ``"catavgmax"``, as timm's.
+
+def stem_pool(stem: str) -> nn.Module:
+    """The 3x3 max-pool with stride 2 after an ImageNet stem; none after a CIFAR stem."""
+    return nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
+
+
+class ResNetBase(nn.Module):
+    """What ``ResNet`` and ``PreActResNet`` share: the stages built from a table, the head (global pooling,
+    dropout, a linear classifier), the initialisation and the model face of timm.
+
+    Its children, in the order they are registered, are the forward pass up to the head: ``FeatureMaps``
+    runs them as a chain.
     """
 
-    def __init__(
-        self,
-        block: type[nn.Module],
-        layers: Sequence[int],
-        *,
-        channels: Sequence[int] = (64, 128, 256, 512),
-        stem: str = "imagenet",
-        shortcut: str = "B",
-        residual: bool = True,
-        stride_in_1x1: bool = False,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        zero_init_last: bool = False,
-        drop_rate: float = 0.0,
-        groups: int = 1,
-        width_per_group: int = 64,
-        norm_layer: NormLayer | None = None,
-        global_pool: str = "avg",
-    ) -> None:
+    def __init__(self, in_chans: int, num_classes: int, drop_rate: float) -> None:
         super().__init__()
-        _check_arguments(block, layers, channels, stem, shortcut, in_chans, num_classes, drop_rate)
-        norm_layer = norm_layer or nn.BatchNorm2d
         self.pretrained_cfg: dict = {}  # create_model fills it in
         self.in_chans = in_chans
         self.num_classes = num_classes
-        self.preact = block in PREACT_BLOCKS
-        self.shortcut = "B" if self.preact else shortcut.upper()
-        self.residual = residual
-        self.stride_in_1x1 = stride_in_1x1
         self.drop_rate = drop_rate
-        self.groups = groups
-        self.width_per_group = width_per_group
-        self._norm_layer = norm_layer  # for _make_layer; not kept (a lambda would not pickle)
 
-        # Stem. A pre-activation net has no BN-ReLU here: every block begins with one.
-        self.inplanes = channels[0]
-        if stem == "imagenet":
-            self.conv1 = nn.Conv2d(in_chans, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
-            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-            reduction = 4
-        else:
-            self.conv1 = nn.Conv2d(in_chans, self.inplanes, kernel_size=3, stride=1, padding=1, bias=False)
-            self.maxpool = nn.Identity()
-            reduction = 1
-        self.bn1 = nn.Identity() if self.preact else norm_layer(self.inplanes)
-        self.relu = nn.Identity() if self.preact else nn.ReLU(inplace=True)
-        self.feature_info = [dict(num_chs=self.inplanes, reduction=reduction // 2 or 1, module="relu")]
+    def _make_block(self, block, inplanes: int, planes: int, stride: int, **block_args) -> nn.Module:
+        """One block of a stage, with its shortcut: each subclass says how."""
+        raise NotImplementedError
 
-        # Stages: the first keeps the resolution, each later one halves it.
+    def _add_stages(self, block, layers: Sequence[int], channels: Sequence[int], reduction: int,
+                    **block_args) -> None:
+        """``layer1``, ``layer2``, ...: the first keeps the resolution, each later one halves it. Called
+        after the stem, whose ``feature_info`` entry (at ``reduction``) they follow."""
+        inplanes = channels[0]
         self.stage_names: list[str] = []
         for i, (planes, blocks) in enumerate(zip(channels, layers, strict=True)):
             stride = 1 if i == 0 else 2
             reduction *= stride
+            stage = []
+            for j in range(blocks):
+                stage.append(self._make_block(block, inplanes, planes, stride if j == 0 else 1, **block_args))
+                inplanes = planes * block.expansion
             name = f"layer{i + 1}"
-            self.add_module(name, self._make_layer(block, planes, blocks, stride))
+            self.add_module(name, nn.Sequential(*stage))
             self.stage_names.append(name)
-            self.feature_info.append(dict(num_chs=self.inplanes, reduction=reduction, module=name))
+            self.feature_info.append(dict(num_chs=inplanes, reduction=reduction, module=name))
+        self.num_features = inplanes
 
-        # A pre-activation net ends with the BN-ReLU that its last block left out.
-        self.final_bn = norm_layer(self.inplanes) if self.preact else None
-        self.final_relu = nn.ReLU(inplace=True) if self.preact else None
-        if self.preact:  # its last feature map is the one after them, as timm's ResNetV2 ("norm")
-            self.feature_info[-1]["module"] = "final_relu"
-        self.num_features = self.inplanes
+    def _add_head(self, num_classes: int, global_pool: str) -> None:
         self.global_pool = GlobalPool(global_pool)
         self.fc = self._classifier(num_classes)
-
-        del self._norm_layer
-        self.init_weights(zero_init_last=zero_init_last)
-
-    def _make_layer(self, block: type[nn.Module], planes: int, blocks: int, stride: int) -> nn.Sequential:
-        out_planes = planes * block.expansion
-        width = {"groups": self.groups, "width_per_group": self.width_per_group}
-        norm = {"norm_layer": self._norm_layer}
-        layers = []
-        for i in range(blocks):
-            block_stride = stride if i == 0 else 1
-            if self.preact:
-                reshapes = changes_shape(self.inplanes, out_planes, block_stride)
-                downsample = conv1x1(self.inplanes, out_planes, block_stride) if reshapes else None
-                layers.append(block(self.inplanes, planes, block_stride, downsample, **width, **norm))
-            else:
-                downsample = None
-                if self.residual:
-                    downsample = make_shortcut(self.shortcut, self.inplanes, out_planes, block_stride, **norm)
-                kwargs = {"stride_in_1x1": self.stride_in_1x1} if block is Bottleneck else {}
-                kwargs.update(width)
-                layers.append(
-                    block(self.inplanes, planes, block_stride, downsample, self.residual, **kwargs, **norm)
-                )
-            self.inplanes = out_planes
-        return nn.Sequential(*layers)
 
     def _classifier(self, num_classes: int) -> nn.Module:
         in_features = self.num_features * self.global_pool.feat_mult()
@@ -229,20 +164,8 @@ class ResNet(nn.Module):
         return [getattr(self, name) for name in self.stage_names]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Stem and stages: the feature map before pooling.
-
-        Its shape is (N, num_features, H/32, W/32) on ImageNet.
-        """
-        x = check_image_batch(x, self.in_chans)
-        x = self.conv1(x)
-        x = self.bn1(x)
-        x = self.relu(x)
-        x = self.maxpool(x)
-        for stage in self.stages():
-            x = stage(x)
-        if self.final_bn is not None:
-            x = self.final_relu(self.final_bn(x))
-        return x
+        """Stem and stages: the feature map before pooling (each subclass has its own stem)."""
+        raise NotImplementedError
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Global pooling, dropout and the classifier; ``pre_logits=True`` stops before
@@ -268,7 +191,172 @@ class ResNet(nn.Module):
         self.fc = self._classifier(num_classes).to(device)
 
 
-def _check_arguments(block, layers, channels, stem, shortcut, in_chans, num_classes, drop_rate) -> None:
+class ResNet(ResNetBase):
+    """A residual network: a stem, a table of stages, global average pooling and a linear classifier.
+
+    Args:
+        block: the block class of every stage, ``BasicBlock`` or ``Bottleneck`` (pre-activation blocks
+            make a :class:`PreActResNet`).
+        layers: number of blocks per stage, e.g. ``[3, 4, 6, 3]`` for ResNet-50.
+        channels: the ``planes`` of each stage (a block outputs ``planes * block.expansion`` channels).
+        stem: ``"imagenet"`` (7x7 stride-2 convolution and 3x3 max-pool) or ``"cifar"`` (one 3x3 convolution).
+        shortcut: the paper's option ``"A"`` (zero-padded identity), ``"B"`` (projection where the shape
+            changes) or ``"C"`` (projection on every block).
+        residual: ``False`` removes every shortcut: the "plain" network of the paper, same layers.
+        stride_in_1x1: ``True`` gives the paper's ResNet v1 bottleneck; ``False`` (default) gives v1.5,
+            which strides the 3x3 convolution (torchvision, timm). A basic block is the same either way.
+        in_chans: channels of the input image.
+        num_classes: outputs of the classifier; 0 makes ``forward`` return the pooled features.
+        zero_init_last: zero the last BN of each residual branch, so every block starts
+            as the identity. timm does this by default; torchvision and the paper do not, and nor do we.
+        drop_rate: dropout before the classifier.
+        groups: groups of each bottleneck's 3x3 convolution, the cardinality of ResNeXt (32 or 64).
+        width_per_group: channels per group of that 3x3 at ``planes=64``; 64 is ResNet, 4 with
+            ``groups=32`` is ResNeXt 32x4d, 128 is Wide ResNet-50-2. Basic blocks allow only 1 and 64.
+        norm_layer: the normalisation after each convolution, a function of the channel count (default
+            ``nn.BatchNorm2d``; ``torchvision.ops.FrozenBatchNorm2d`` for frozen statistics,
+            ``nn.Identity`` for a net without normalisation), as torchvision's ``norm_layer``.
+        global_pool: ``"avg"`` (default), ``"max"``, ``"avgmax"`` or ``"catavgmax"``, as timm's.
+    """
+
+    def __init__(
+        self,
+        block: type[nn.Module],
+        layers: Sequence[int],
+        *,
+        channels: Sequence[int] = (64, 128, 256, 512),
+        stem: str = "imagenet",
+        shortcut: str = "B",
+        residual: bool = True,
+        stride_in_1x1: bool = False,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        zero_init_last: bool = False,
+        drop_rate: float = 0.0,
+        groups: int = 1,
+        width_per_group: int = 64,
+        norm_layer: NormLayer | None = None,
+        global_pool: str = "avg",
+    ) -> None:
+        _check_arguments(block, layers, channels, stem, in_chans, num_classes, drop_rate)
+        if block in PREACT_BLOCKS:
+            raise ModelConfigError(
+                f"{block.__name__} is a pre-activation block: build the net with PreActResNet(block, layers, ...)"
+            )
+        if not isinstance(shortcut, str) or shortcut.upper() not in ("A", "B", "C"):
+            raise ModelConfigError(f"shortcut must be 'A', 'B' or 'C' (the paper's options), got {shortcut!r}")
+        super().__init__(in_chans, num_classes, drop_rate)
+        norm_layer = norm_layer or nn.BatchNorm2d
+        self.shortcut = shortcut.upper()
+        self.residual = residual
+        self.stride_in_1x1 = stride_in_1x1
+
+        # Stem: a convolution, BN-ReLU (the first feature map) and, for ImageNet, a max-pool.
+        self.conv1 = stem_conv(stem, in_chans, channels[0])
+        self.bn1 = norm_layer(channels[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = stem_pool(stem)
+        self.feature_info = [dict(num_chs=channels[0], reduction=2 if stem == "imagenet" else 1, module="relu")]
+
+        self._add_stages(block, layers, channels, reduction=4 if stem == "imagenet" else 1,
+                         stride_in_1x1=stride_in_1x1, groups=groups, width_per_group=width_per_group,
+                         norm_layer=norm_layer)
+        self._add_head(num_classes, global_pool)
+        self.init_weights(zero_init_last=zero_init_last)
+
+    def _make_block(self, block, inplanes: int, planes: int, stride: int, *, norm_layer: NormLayer,
+                    **block_args) -> nn.Module:
+        """One block, with the shortcut of option ``self.shortcut`` (none in a plain net)."""
+        downsample = None
+        if self.residual:
+            downsample = make_shortcut(self.shortcut, inplanes, planes * block.expansion, stride, norm_layer)
+        return block(inplanes, planes, stride, downsample, self.residual, norm_layer=norm_layer, **block_args)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem and stages: the feature map before pooling.
+
+        Its shape is (N, num_features, H/32, W/32) on ImageNet.
+        """
+        x = check_image_batch(x, self.in_chans)
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = self.relu(x)
+        x = self.maxpool(x)
+        for stage in self.stages():
+            x = stage(x)
+        return x
+
+
+class PreActResNet(ResNetBase):
+    """A pre-activation residual network (He et al. 2016b), timm's ``ResNetV2``: every block begins with
+    BN-ReLU, so the stem is a convolution alone, and the net ends with the BN-ReLU that its last block
+    left out (``final_bn``, ``final_relu``), before pooling. Where the shape changes, the shortcut is a
+    1x1 projection of the block's pre-activated input (option B, as in the authors' code).
+
+    Args:
+        block: ``PreActBasicBlock`` or ``PreActBottleneck``.
+        layers, channels, stem, in_chans, num_classes, zero_init_last, drop_rate, groups, width_per_group,
+            norm_layer, global_pool: as for :class:`ResNet`. ``zero_init_last`` zeroes each branch's
+            last convolution.
+    """
+
+    def __init__(
+        self,
+        block: type[nn.Module],
+        layers: Sequence[int],
+        *,
+        channels: Sequence[int] = (64, 128, 256, 512),
+        stem: str = "imagenet",
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        zero_init_last: bool = False,
+        drop_rate: float = 0.0,
+        groups: int = 1,
+        width_per_group: int = 64,
+        norm_layer: NormLayer | None = None,
+        global_pool: str = "avg",
+    ) -> None:
+        _check_arguments(block, layers, channels, stem, in_chans, num_classes, drop_rate)
+        if block in (BasicBlock, Bottleneck):
+            raise ModelConfigError(
+                f"{block.__name__} is not a pre-activation block: build the net with ResNet(block, layers, "
+                "...), or pass PreActBasicBlock or PreActBottleneck"
+            )
+        super().__init__(in_chans, num_classes, drop_rate)
+        norm_layer = norm_layer or nn.BatchNorm2d
+
+        # Stem: a convolution (the first feature map) and, for ImageNet, a max-pool. No BN-ReLU: every
+        # block begins with one.
+        self.conv1 = stem_conv(stem, in_chans, channels[0])
+        self.maxpool = stem_pool(stem)
+        self.feature_info = [dict(num_chs=channels[0], reduction=2 if stem == "imagenet" else 1, module="conv1")]
+
+        self._add_stages(block, layers, channels, reduction=4 if stem == "imagenet" else 1,
+                         groups=groups, width_per_group=width_per_group, norm_layer=norm_layer)
+        self.final_bn = norm_layer(self.num_features)
+        self.final_relu = nn.ReLU(inplace=True)
+        self.feature_info[-1]["module"] = "final_relu"  # the last feature map is after them, as timm's ("norm")
+        self._add_head(num_classes, global_pool)
+        self.init_weights(zero_init_last=zero_init_last)
+
+    def _make_block(self, block, inplanes: int, planes: int, stride: int, **block_args) -> nn.Module:
+        """One block, with a 1x1 projection (no BN: the block's own BN-ReLU precedes it) where the shape
+        changes."""
+        out_planes = planes * block.expansion
+        downsample = conv1x1(inplanes, out_planes, stride) if changes_shape(inplanes, out_planes, stride) else None
+        return block(inplanes, planes, stride, downsample, **block_args)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem, stages and the final BN-ReLU: the feature map before pooling."""
+        x = check_image_batch(x, self.in_chans)
+        x = self.conv1(x)
+        x = self.maxpool(x)
+        for stage in self.stages():
+            x = stage(x)
+        return self.final_relu(self.final_bn(x))
+
+
+def _check_arguments(block, layers, channels, stem, in_chans, num_classes, drop_rate) -> None:
     """One clear message for arguments that cannot make a ResNet."""
     if not (isinstance(block, type) and issubclass(block, nn.Module) and hasattr(block, "expansion")):
         raise ModelConfigError(
@@ -285,10 +373,8 @@ def _check_arguments(block, layers, channels, stem, shortcut, in_chans, num_clas
             f"every stage needs at least one block and one channel, got layers={list(layers)}, "
             f"channels={list(channels)}"
         )
-    if stem not in ("imagenet", "cifar"):
+    if stem not in STEMS:
         raise ModelConfigError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
-    if not isinstance(shortcut, str) or shortcut.upper() not in ("A", "B", "C"):
-        raise ModelConfigError(f"shortcut must be 'A', 'B' or 'C' (the paper's options), got {shortcut!r}")
     if in_chans < 1:
         raise ModelConfigError(f"in_chans must be at least 1 (3 for RGB, 1 for grey), got {in_chans}")
     if num_classes < 0:
@@ -339,12 +425,16 @@ class FeatureInfo:
 
 class FeatureMaps(nn.Module):
     """A ResNet that returns a list of feature maps, one per entry of ``out_indices``: index 0 is the
-    stem (after its ReLU, before the max-pool), index ``i`` the output of stage ``i``, as timm's
+    stem (after its ReLU, before the max-pool; a pre-activation net's after its convolution), index ``i``
+    the output of stage ``i`` (a pre-activation net's last after its final BN-ReLU), as timm's
     ``create_model(..., features_only=True)``. The head and the stages after the last index are
     dropped; the ``state_dict`` names are the model's, so its weights load.
+
+    It keeps the model's children up to the last feature map, under their names, and runs them in
+    order, as timm's ``FeatureListNet``: a model's children in order are its forward pass.
     """
 
-    def __init__(self, model: ResNet, out_indices: Sequence[int] | None = None) -> None:
+    def __init__(self, model: ResNetBase, out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
         n = len(model.feature_info)
         out_indices = tuple(range(n)) if out_indices is None else tuple(out_indices)
@@ -358,24 +448,18 @@ class FeatureMaps(nn.Module):
         self.in_chans = model.in_chans
         self.pretrained_cfg = model.pretrained_cfg
         self.feature_info = FeatureInfo(model.feature_info, out_indices)
-        for name in ("conv1", "bn1", "relu", "maxpool"):
-            self.add_module(name, getattr(model, name))
+        self.return_layers = [model.feature_info[i]["module"] for i in out_indices]
         self.stage_names = model.stage_names[: max(out_indices)]
-        for name in self.stage_names:
-            self.add_module(name, getattr(model, name))
-        last = len(self.stage_names) == len(model.stage_names)
-        self.final_bn = model.final_bn if last else None
-        self.final_relu = model.final_relu if last else None
+        for name, module in model.named_children():
+            self.add_module(name, module)
+            if name == self.return_layers[-1]:
+                break
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = check_image_batch(x, self.in_chans)
-        x = self.relu(self.bn1(self.conv1(x)))
-        features = [x] if 0 in self.out_indices else []
-        x = self.maxpool(x)
-        for i, name in enumerate(self.stage_names, start=1):
-            x = getattr(self, name)(x)
-            if self.final_bn is not None and i == len(self.stage_names):
-                x = self.final_relu(self.final_bn(x))
-            if i in self.out_indices:
+        features = []
+        for name, module in self.named_children():
+            x = module(x)
+            if name in self.return_layers:
                 features.append(x)
         return features

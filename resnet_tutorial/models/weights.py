@@ -48,7 +48,7 @@ def split_tag(name: str) -> tuple[str, str | None]:
 
 
 def _torchvision_enum(arch: str):
-    import torchvision
+    import torchvision  # here, not at the top: it adds about 1 s to `import resnet_tutorial`
 
     return getattr(torchvision.models, TORCHVISION_WEIGHTS[arch])
 
@@ -83,7 +83,7 @@ def pretrained_cfg(arch: str, tag: str | None = None, family: str | None = None)
         return {**cfg, "input_size": (3, size, size), "mean": None, "std": None}
     if tag not in TORCHVISION_TAGS:  # one of timm's own tags
         try:
-            import timm
+            import timm  # an optional dependency (the `timm` extra)
 
             theirs = timm.models.get_pretrained_cfg(f"{arch}.{tag}")
         except Exception:  # timm missing, or no such tag
@@ -230,7 +230,7 @@ def load_pretrained(model: nn.Module, name: str, source: str = "torchvision") ->
         if source == "torchvision":
             state = getattr(_torchvision_enum(arch), TORCHVISION_TAGS[tag]).get_state_dict(progress=True)
         else:
-            import timm
+            import timm  # an optional dependency (the `timm` extra)
 
             state = timm.create_model(name, pretrained=True).state_dict()
     except (OSError, RuntimeError) as err:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
 from .registry import register_model
-from .resnet import ResNet
+from .resnet import PreActResNet, ResNet
 
 CIFAR_CHANNELS = (16, 32, 64)
 
@@ -19,11 +19,19 @@ def _imagenet(block, layers, **kwargs) -> ResNet:
 
 
 def _cifar(block, n: int, **kwargs) -> ResNet:
+    kwargs.setdefault("shortcut", "A")
+    return _cifar_net(ResNet, block, n, **kwargs)
+
+
+def _preact_cifar(block, n: int, **kwargs) -> PreActResNet:
+    return _cifar_net(PreActResNet, block, n, **kwargs)
+
+
+def _cifar_net(cls, block, n: int, **kwargs):
     kwargs.setdefault("channels", CIFAR_CHANNELS)
     kwargs.setdefault("stem", "cifar")
-    kwargs.setdefault("shortcut", "A")
     kwargs.setdefault("num_classes", 10)
-    return ResNet(block, [n] * len(kwargs["channels"]), **kwargs)
+    return cls(block, [n] * len(kwargs["channels"]), **kwargs)
 
 
 # ImageNet: torchvision's and timm's resnet18 ... resnet152 (v1.5 by default).
@@ -148,11 +156,11 @@ def plain34(**kwargs) -> ResNet:
 
 
 # Pre-activation ResNets for CIFAR (He et al. 2016b): 110 layers of basic blocks, 164 of bottlenecks.
-@register_model("preact-cifar")
-def preact_resnet110(**kwargs) -> ResNet:
-    return _cifar(PreActBasicBlock, 18, **kwargs)
+@register_model("preact-cifar", PreActResNet)
+def preact_resnet110(**kwargs) -> PreActResNet:
+    return _preact_cifar(PreActBasicBlock, 18, **kwargs)
 
 
-@register_model("preact-cifar")
-def preact_resnet164(**kwargs) -> ResNet:
-    return _cifar(PreActBottleneck, 18, **kwargs)
+@register_model("preact-cifar", PreActResNet)
+def preact_resnet164(**kwargs) -> PreActResNet:
+    return _preact_cifar(PreActBottleneck, 18, **kwargs)
