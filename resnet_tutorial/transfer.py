@@ -72,8 +72,8 @@ def imagenet_finetune(
     seed_everything(seed)
     model = imagenet_backbone(name, state_dict, data.num_classes)
     recipe = Recipe(epochs=epochs, batch_size=batch_size, lr=lr, momentum=0.9,
-                    nesterov=True, weight_decay=weight_decay, schedule="cosine", amp=amp,
-                    channels_last="auto")
+                    nesterov=True, weight_decay=weight_decay, schedule="cosine",
+                    amp=amp, channels_last="auto")
     history = fit(model, view, recipe, device=device, seed=seed, progress=progress)
     record = {
         "model": name,
