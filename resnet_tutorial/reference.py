@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 
 import torch
+import torchvision
 from torch import nn
 
 from .errors import ResnetTutorialError
@@ -40,11 +41,9 @@ def reference_model(name: str, library: str, **kwargs) -> nn.Module:
             f"({', '.join(list_models(family='imagenet'))}) has"
         )
     if library == "torchvision":
-        import torchvision
-
         return torchvision.models.get_model(name, weights=None, **kwargs)
     if library == "timm":
-        import timm
+        import timm  # lazy: timm is optional (the `timm` extra); torchvision's twins need only torchvision
 
         return timm.create_model(name, pretrained=False, **kwargs)
     raise ResnetTutorialError(f"library must be one of {LIBRARIES}, got {library!r}")
@@ -294,6 +293,8 @@ def speed_comparison(
     rng = random.Random(seed)
     rounds = range(repeats)
     if progress:
+        # Lazy: tqdm.auto chooses the notebook widget when it is imported and warns there if the optional
+        # ipywidgets is missing, so it is imported only when a bar is asked for.
         from tqdm.auto import tqdm
 
         rounds = tqdm(rounds, desc=f"timing {name}", unit="round")
