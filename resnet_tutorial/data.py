@@ -32,7 +32,6 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.datasets import CIFAR10, cifar
 
 from .errors import ResnetTutorialError
 from .runtime import generator, pick_device, shifted
@@ -377,6 +376,10 @@ def find_cifar10(data_dir: str) -> str | None:
 
 def cifar10_problems(folder: str) -> list[str]:
     """The files of ``folder`` that are missing or whose MD5 is not the official one (torchvision's list)."""
+    # Lazy, for start-up time: torchvision takes seconds to import, and training and the command line import
+    # this module; only CIFAR-10 needs it.
+    from torchvision.datasets import CIFAR10, cifar
+
     files = [*CIFAR10.train_list, *CIFAR10.test_list, [CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
     problems = []
     for name, md5 in files:
@@ -395,6 +398,8 @@ def read_cifar10(folder: str) -> ImageData:
     copy that is incomplete, truncated, corrupt or not the official one is refused, with one message
     that names the files and says what to do.
     """
+    from torchvision.datasets import CIFAR10  # lazy, for start-up time: see cifar10_problems
+
     problems = cifar10_problems(folder)
     if problems:
         raise DataError(
@@ -444,6 +449,8 @@ def download_cifar10(data_dir: str) -> str:
             f"(offline). Put the official python version there ({data_dir}/{CIFAR10_FOLDER}/data_batch_1 ...), "
             f"or use --dataset mnist5k"
         )
+    from torchvision.datasets import CIFAR10  # lazy, for start-up time: see cifar10_problems
+
     try:  # downloads only when a file is missing or its MD5 is wrong
         CIFAR10(root=data_dir, train=True, download=True)
     except Exception as err:

@@ -27,8 +27,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torchvision.transforms import InterpolationMode, RandomResizedCrop
-from torchvision.transforms import v2 as T
 
 from .data import DataError, ImageData, epoch_order
 from .models import model_family
@@ -85,6 +83,11 @@ class Preprocessing:
         (PIL's ``draft``: libjpeg's DCT scaling, 1/2, 1/4 or 1/8) that still gives the crop at least as many
         pixels as it will have, which saves most of the decoding of a large photograph.
         """
+        # Lazy, for start-up time: torchvision takes seconds to import, and the command line imports this
+        # module for every command; only decoding a folder's images needs it.
+        from torchvision.transforms import InterpolationMode, RandomResizedCrop
+        from torchvision.transforms import v2 as T
+
         if not train:
             mode = InterpolationMode(self.interpolation)
             resize = T.Resize(self.resize_size, interpolation=mode, antialias=True)

@@ -18,7 +18,6 @@ import time
 from collections.abc import Sequence
 
 import torch
-import torchvision
 from torch import nn
 
 from .errors import ResnetTutorialError
@@ -41,6 +40,10 @@ def reference_model(name: str, library: str, **kwargs) -> nn.Module:
             f"({', '.join(list_models(family='imagenet'))}) has"
         )
     if library == "torchvision":
+        # Lazy, for start-up time: torchvision takes seconds to import, and the command line imports this module
+        # for every command.
+        import torchvision
+
         return torchvision.models.get_model(name, weights=None, **kwargs)
     if library == "timm":
         import timm  # lazy: timm is optional (the `timm` extra); torchvision's twins need only torchvision
