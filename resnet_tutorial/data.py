@@ -496,8 +496,8 @@ def load_dataset(
     :class:`~resnet_tutorial.folder.FolderData`; ``folder_options`` go to
     :func:`~resnet_tutorial.folder.load_folder` (``preprocessing``, ``val_fraction``, ``num_workers``...).
     """
-    # Lazy, for an import cycle: folder.py builds on this module (FolderData is an ImageData) and imports it
-    # at its top, so this module cannot import folder.py at its own top.
+    # Lazy, for an import cycle: folder.py imports this module at its top (DataError, epoch_order and
+    # ImageData.normalize, which FolderData reuses), so this module cannot import folder.py at its own top.
     from .folder import is_image_folder, load_folder
 
     if name not in DATASETS:
