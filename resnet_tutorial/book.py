@@ -32,7 +32,7 @@ def glue(name: str, value: Any, display: bool = True) -> None:
     point to that output where the book shows the number.
     """
     try:
-        from myst_nb import glue as myst_glue
+        from myst_nb import glue as myst_glue  # lazy: myst-nb is optional (the `book` extra)
     except ImportError:
         print(f"{name} = {value}")
         return None
@@ -139,6 +139,7 @@ def show_source(obj: Any):
     """
     code = source_of(obj)
     try:
+        # Lazy: IPython is optional (installed with the book and Jupyter, not with the package).
         from IPython import get_ipython
         from IPython.display import Code, display
     except ImportError:  # pragma: no cover - IPython is installed with the book

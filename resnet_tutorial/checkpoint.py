@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from .errors import ResnetTutorialError
+from .models import create_model, model_arguments
+from .models.weights import WeightsError, clean_state_dict, load_tensors_only, load_weights
 
 FORMAT = "resnet_tutorial.checkpoint/1"
 
@@ -125,8 +127,6 @@ def model_from_checkpoint(path, **overrides) -> tuple[nn.Module, dict]:
 
 def model_from_config(cfg: Mapping, **overrides) -> nn.Module:
     """A fresh model of the architecture a :func:`model_config` describes (``overrides`` win)."""
-    from .models import create_model, model_arguments
-
     kwargs = dict(cfg.get("kwargs", {}))
     # Checkpoints of pre-activation nets from before PreActResNet record a shortcut and stride_in_1x1 that
     # those nets ignored, and that PreActResNet does not take.
@@ -141,8 +141,6 @@ def model_from_config(cfg: Mapping, **overrides) -> nn.Module:
 def save_checkpoint(path, model, optimizer=None, scheduler=None, *, epoch: int,
                     history=None, config=None, scaler=None, ema=None) -> None:
     """Save everything needed to resume (or just to evaluate) a run, atomically."""
-    from .models.weights import clean_state_dict
-
     state = {
         "format": FORMAT,
         "model": clean_state_dict(_unwrap(model).state_dict()),
@@ -168,8 +166,6 @@ def read_checkpoint(path) -> dict:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint at {path!r}: check the path, or train first (resnet-tutorial train)")
-    from .models.weights import load_tensors_only
-
     state = load_tensors_only(path, CheckpointError, "a checkpoint", "the file is truncated or not a PyTorch "
                               "checkpoint: train again or point to another file")
     if not isinstance(state, Mapping) or state.get("format") != FORMAT or not isinstance(state.get("model"), Mapping):
@@ -210,8 +206,6 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None, scaler=Non
 
 def load_model_state(model: nn.Module, state: Mapping, path="checkpoint") -> None:
     """Load a checkpoint's weights into ``model``, explaining a mismatch of classes or architecture."""
-    from .models.weights import WeightsError, load_weights
-
     cfg = state.get("model_config", {})
     fc = state["model"].get("fc.weight")
     own_classes = getattr(model, "num_classes", None)

@@ -7,10 +7,28 @@ non-zero exit status and no traceback.
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import os
+import shutil
 import sys
+import warnings
 
+import torch
+
+from . import __version__, distributed, training
+from .analysis import model_table
+from .checkpoint import CheckpointError, atomic_write, model_from_checkpoint, read_checkpoint
+from .data import DATASETS, load_dataset
 from .errors import ResnetTutorialError
-from .training import Recipe, RecipeError
+from .evaluation import evaluate, predict_logits
+from .finetune import freeze, load_for_finetuning, stage_lrs, stage_param_groups
+from .folder import FolderData, Preprocessing, load_folder, preprocessing_for, split_layout, walk_images
+from .models import create_model, model_family
+from .models.weights import split_tag
+from .reference import format_parity, format_ratios, format_speed, parity_report, speed_comparison
+from .runtime import pick_device, seed_everything
+from .training import SCHEDULE_ALIASES, SCHEDULES, Recipe, RecipeError
 
 
 class CLIError(ResnetTutorialError):
@@ -21,8 +39,6 @@ class CLIError(ResnetTutorialError):
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .analysis import model_table
-
     rows = model_table(args.pattern)
     if not rows:
         raise CLIError(f"no registered model matches {args.pattern!r}")
@@ -46,8 +62,6 @@ def _add_models(sub) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .reference import format_parity, format_ratios, format_speed, parity_report, speed_comparison
-
     print(format_parity(parity_report(args.model, libraries=args.libraries)))
     if args.repeats > 0:
         print()
@@ -82,18 +96,12 @@ def _add_compare(sub) -> None:
 
 
 def _write_json_atomic(obj, path: str) -> None:
-    import json
-
-    from .checkpoint import atomic_write
-
     with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=2)
 
 
 def _check_device(name: str | None) -> None:
     """An error for a device string torch cannot parse, or a device this machine does not have."""
-    import torch
-
     if name is None:
         return
     try:
@@ -112,8 +120,6 @@ def _check_device(name: str | None) -> None:
 
 def _check_out_dir(out: str) -> None:
     """An error when ``out`` is a file, or cannot be created (its nearest existing parent is not writable)."""
-    import os
-
     out = os.path.abspath(out)
     if os.path.exists(out):
         if not os.path.isdir(out):
@@ -133,10 +139,6 @@ FINETUNE_MODES = ("head", "all", "stages")
 
 def _resolve_pretrained(args: argparse.Namespace) -> None:
     """Fill in ``--model`` and ``--lr`` from ``--pretrained``; an error for options that do not go together."""
-    import os
-
-    from .models.weights import split_tag
-
     tag_arch = None
     if args.pretrained and not os.path.isfile(args.pretrained):
         if os.sep in args.pretrained or "/" in args.pretrained or os.path.splitext(args.pretrained)[1] in (
@@ -174,8 +176,6 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
 
 def check_train_args(args: argparse.Namespace) -> None:
     """Every check that needs no data and no model, so a bad argument fails before anything is created."""
-    from .models import model_family
-
     _resolve_pretrained(args)
     args.recipe = recipe_from_args(args)
     model_family(args.model)  # an unknown model name fails here, before any data is read
@@ -184,15 +184,6 @@ def check_train_args(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import os
-    import shutil
-
-    from . import distributed
-    from .checkpoint import read_checkpoint
-    from .data import load_dataset
-    from .runtime import seed_everything
-    from .training import fit
-
     check_train_args(args)
     device = distributed.setup(args.device) if distributed.launched_by_torchrun() else None
     rank, world = distributed.rank_and_world()
@@ -217,8 +208,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             os.makedirs(args.out, exist_ok=True)
             start = f" from {args.pretrained} ({args.finetune})" if args.pretrained else ""
             print(f"training {args.model}{start} on {data.source} | {world} process(es)", flush=True)
-        history = fit(model, data, args.recipe, device=device or args.device, seed=args.seed,
-                      progress=not args.quiet, checkpoint_path=ckpt, resume=args.resume, param_groups=param_groups)
+        # training.fit, looked up when called (not imported by name): a test replaces it in its module
+        history = training.fit(model, data, args.recipe, device=device or args.device, seed=args.seed,
+                               progress=not args.quiet, checkpoint_path=ckpt, resume=args.resume,
+                               param_groups=param_groups)
         if rank == 0:
             summary = {"model": args.model, "dataset": data.name, "data_source": data.source,
                        "classes": data.classes, "mean": data.mean, "std": data.std, "world_size": world,
@@ -254,11 +247,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _folder_options(args: argparse.Namespace) -> dict:
     """``load_dataset``'s options for a folder of images: the preprocessing of the weights (or of the
     architecture), at ``--image-size``; how to split; how many workers decode."""
-    import os
-
-    from .folder import preprocessing_for
-    from .models.weights import split_tag
-
     tag = split_tag(args.pretrained)[1] if args.pretrained and not os.path.isfile(args.pretrained) else None
     return {"preprocessing": preprocessing_for(args.model, tag, args.image_size), "val_fraction": args.val_fraction,
             "split_seed": args.split_seed, "num_workers": args.workers}
@@ -267,12 +255,6 @@ def _folder_options(args: argparse.Namespace) -> dict:
 def _train_model(args: argparse.Namespace, data):
     """The model to train and its parameter groups: fresh, or ``--pretrained`` weights with a new head for
     the data's classes, trained as ``--finetune`` says (``stages``: the chapter's per-stage learning rates)."""
-    import os
-
-    from .finetune import freeze, load_for_finetuning, stage_lrs, stage_param_groups
-    from .folder import FolderData
-    from .models import create_model
-
     folder_only = [o for o, v in (("--pretrained", args.pretrained), ("--image-size", args.image_size)) if v]
     if folder_only and not isinstance(data, FolderData):
         raise CLIError(f"{' and '.join(folder_only)} need a folder of images: pass --data-dir FOLDER "
@@ -290,9 +272,6 @@ def _train_model(args: argparse.Namespace, data):
 
 
 def _add_train(sub) -> None:
-    from .data import DATASETS
-    from .training import SCHEDULE_ALIASES, SCHEDULES
-
     p = sub.add_parser("train", help="train a model; writes checkpoint.pt and summary.json under --out",
                        description="Train a model with resnet_tutorial.training.fit. Under torchrun "
                        "(torchrun --nproc_per_node=N -m resnet_tutorial train ...) it trains data-parallel.")
@@ -335,12 +314,6 @@ def _add_train(sub) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import os
-
-    from .checkpoint import CheckpointError, model_from_checkpoint
-    from .data import load_dataset
-    from .evaluation import evaluate
-
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
     _check_device(args.device)
@@ -371,9 +344,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _folder_preprocessing(path: str, state: dict):
     """The class names and preprocessing a checkpoint trained on a folder records, or one clear error."""
-    from .checkpoint import CheckpointError
-    from .folder import Preprocessing
-
     config = state.get("config", {})
     classes, prep = config.get("classes"), config.get("preprocessing")
     if not classes or not prep:
@@ -390,10 +360,6 @@ def _folder_preprocessing(path: str, state: dict):
 def _checkpoint_folder(args: argparse.Namespace, state: dict):
     """The folder a checkpoint was trained on (``--data-dir`` to use another), split as it was: its
     validation images; another folder in one piece is all validation images."""
-    import os
-
-    from .folder import load_folder, split_layout
-
     classes, prep = _folder_preprocessing(args.checkpoint, state)
     config = state["config"]
     trained_dir = config.get("data_dir")
@@ -427,13 +393,6 @@ PREDICTION_FORMATS = (".json", ".csv")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    import os
-
-    from .checkpoint import model_from_checkpoint
-    from .evaluation import predict_logits
-    from .folder import FolderData, walk_images
-    from .runtime import pick_device
-
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.topk < 1:
@@ -468,10 +427,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _write_predictions(rows: list[dict], path: str) -> None:
     """JSON: the rows as they are; CSV: one line per image and rank (image, rank, class, probability)."""
-    import csv
-
-    from .checkpoint import atomic_write
-
     if path.lower().endswith(".json"):
         _write_json_atomic(rows, path)
         return
@@ -500,8 +455,6 @@ def _add_predict(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     parser = argparse.ArgumentParser(
         prog="resnet-tutorial",
         description="Build, compare, train and evaluate the ResNets of the resnet-tutorial book.",
@@ -522,8 +475,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    import warnings
-
     args = build_parser().parse_args(argv)
     try:
         with warnings.catch_warnings():

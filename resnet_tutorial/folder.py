@@ -18,14 +18,20 @@ a class without images) is an error that says what to do.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import warnings
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from .data import DataError, ImageData, epoch_order
+from .models import model_family
+from .models.weights import default_tag, pretrained_cfg
+from .runtime import pick_device
 
 #: torchvision's ``IMG_EXTENSIONS``: the files ``ImageFolder`` reads.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -77,7 +83,8 @@ class Preprocessing:
         (PIL's ``draft``: libjpeg's DCT scaling, 1/2, 1/4 or 1/8) that still gives the crop at least as many
         pixels as it will have, which saves most of the decoding of a large photograph.
         """
-        from PIL import Image
+        # Lazy, for start-up time: torchvision takes seconds to import, and the command line imports this
+        # module for every command; only decoding a folder's images needs it.
         from torchvision.transforms import InterpolationMode, RandomResizedCrop
         from torchvision.transforms import v2 as T
 
@@ -107,9 +114,6 @@ def preprocessing_for(arch: str, tag: str | None = None, image_size: int | None 
     """The preprocessing of ``arch``'s pretrained weights ``tag`` (torchvision's ``DEFAULT`` when ``tag`` is
     None and the architecture has ImageNet weights; else 224 px, resize 256, ImageNet's statistics, or 32 px
     for a CIFAR network), at ``image_size`` when given."""
-    from .models import model_family
-    from .models.weights import default_tag, pretrained_cfg
-
     family = model_family(arch)
     tag = tag or default_tag(arch)
     if tag is not None:
@@ -131,8 +135,6 @@ def image_problem(path: str) -> str | None:
     """Why ``path`` cannot be used as an image, or None. Reads the header and checks the file's
     structure (PIL's ``verify``: chunk checksums for PNG; a JPEG must end with its end-of-image marker)
     without decoding the pixels."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             fmt, (w, h) = im.format, im.size
@@ -254,8 +256,6 @@ def stratified_split(samples, classes: list[str], val_fraction: float, seed: int
 
 def _to_rgb(im):
     """An opened PIL image as RGB (decoding it), transparency composed onto white."""
-    from PIL import Image
-
     if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
@@ -265,8 +265,6 @@ def _to_rgb(im):
 def open_rgb(path: str, min_side: int | None = None):
     """An RGB PIL image of ``path``; a JPEG at least twice ``min_side`` is decoded at a reduced scale that
     keeps its short side at least ``min_side``; transparency is composed onto white."""
-    from PIL import Image
-
     with Image.open(path) as im:
         if min_side and im.format == "JPEG" and min(im.size) >= 2 * min_side:
             im.draft("RGB", (min_side, min_side))
@@ -396,8 +394,6 @@ class FolderData:
                world_size: int = 1) -> FolderLoader:
         """Normalised (and, for training, augmented) batches ``(x, y)`` on ``device``; the arguments are
         :meth:`ImageData.loader`'s."""
-        from .runtime import pick_device
-
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         train = split == "train"
@@ -409,8 +405,6 @@ class FolderData:
 
     def fingerprint(self) -> dict:
         """What identifies this data for the experiment cache: files, sizes, labels and preprocessing."""
-        import hashlib
-
         h = hashlib.sha256()
         for path, label in [*self.train, *self.test]:
             h.update(f"{os.path.relpath(path, self.root)}|{label}|{os.path.getsize(path)}\n".encode())
@@ -464,9 +458,7 @@ def sample_photos(root: str, train_per_class: int = 40, val_per_class: int = 12,
     scikit-image's photographs of a brick wall, grass and gravel, one class each, saved as JPEG and PNG in
     turn, in ``root/train/<class>/`` (from the left three quarters of each photograph) and
     ``root/val/<class>/`` (from the right quarter: no validation pixel is seen in training)."""
-    import numpy as np
-    import skimage.data
-    from PIL import Image
+    import skimage.data  # lazy: scikit-image is optional (the `notebooks` extra), for these sample photographs only
 
     rng = np.random.default_rng(seed)
     for name in SAMPLE_CLASSES:

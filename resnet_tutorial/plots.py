@@ -10,8 +10,14 @@ from __future__ import annotations
 import math
 import os
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib import font_manager
+from matplotlib.ticker import MaxNLocator
+
+from .training import History
 
 LANGUAGE_VARIABLE = "RESNET_TUTORIAL_LANGUAGE"
 
@@ -155,9 +161,6 @@ def use_language_font() -> None:
     ``font.family``, so Latin text keeps its usual font and only the Chinese characters come from the CJK one.
     Called when the package is imported for a translated edition: a figure's title and axis labels take
     their font when its axes are created, before any label is set."""
-    import matplotlib
-    from matplotlib import font_manager
-
     family = list(matplotlib.rcParams["font.family"])
     if any(f in family for f in CJK_FONTS):
         return
@@ -173,8 +176,6 @@ def use_language_font() -> None:
 
 
 def _axes(ax, figsize=(6, 4)):
-    import matplotlib.pyplot as plt
-
     if ax is None:
         _, ax = plt.subplots(figsize=figsize, layout="constrained")
     return ax
@@ -183,12 +184,8 @@ def _axes(ax, figsize=(6, 4)):
 def plot_history(histories, metrics=("train_error", "test_error"), ax=None, title=None):
     """Curves of ``metrics`` over the epochs, one colour per run (``{"ResNet-20": history, ...}``);
     training metrics dashed, test metrics solid, as in the paper's Figure 1."""
-    from .training import History
-
     if isinstance(histories, History):
         histories = {"run": histories}
-    from matplotlib.ticker import MaxNLocator
-
     ax = _axes(ax)
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     for i, (name, history) in enumerate(histories.items()):

@@ -40,11 +40,13 @@ def reference_model(name: str, library: str, **kwargs) -> nn.Module:
             f"({', '.join(list_models(family='imagenet'))}) has"
         )
     if library == "torchvision":
+        # Lazy, for start-up time: torchvision takes seconds to import, and the command line imports this module
+        # for every command.
         import torchvision
 
         return torchvision.models.get_model(name, weights=None, **kwargs)
     if library == "timm":
-        import timm
+        import timm  # lazy: timm is optional (the `timm` extra); torchvision's twins need only torchvision
 
         return timm.create_model(name, pretrained=False, **kwargs)
     raise ResnetTutorialError(f"library must be one of {LIBRARIES}, got {library!r}")
@@ -294,6 +296,8 @@ def speed_comparison(
     rng = random.Random(seed)
     rounds = range(repeats)
     if progress:
+        # Lazy: tqdm.auto chooses the notebook widget when it is imported and warns there if the optional
+        # ipywidgets is missing, so it is imported only when a bar is asked for.
         from tqdm.auto import tqdm
 
         rounds = tqdm(rounds, desc=f"timing {name}", unit="round")

@@ -31,6 +31,8 @@ import random
 import numpy as np
 import torch
 
+from .errors import ConfigError
+
 PROFILE_ENV = "RESNET_TUTORIAL_PROFILE"
 PROFILES = ("cpu", "gpu", "paper")
 SEED_ENV = "RESNET_TUTORIAL_SEED"
@@ -45,8 +47,6 @@ def get_profile() -> str:
     if not value:
         return "gpu" if torch.cuda.is_available() else "cpu"
     if value not in PROFILES:
-        from .errors import ConfigError
-
         raise ConfigError(
             f"{PROFILE_ENV} must be one of {', '.join(PROFILES)}, got {value!r}: "
             f"set it to one of them (export {PROFILE_ENV}=cpu) or unset it"
@@ -71,8 +71,6 @@ def seed_offset() -> int:
     try:
         return int(value or 0)
     except ValueError:
-        from .errors import ConfigError
-
         raise ConfigError(f"{SEED_ENV} must be a whole number (the offset added to every seed), "
                           f"got {value!r}: set it to 0, 1, 2, ... or unset it") from None
 
@@ -85,8 +83,6 @@ def max_steps() -> int | None:
     except ValueError:
         steps = -1
     if steps < 0:
-        from .errors import ConfigError
-
         raise ConfigError(f"{MAX_STEPS_ENV} must be a whole number of steps (0: no cap), got {value!r}: "
                           "unset it to train in full")
     return steps or None
@@ -128,8 +124,6 @@ def cpu_bf16_native() -> bool:
     if value in ("0", "1"):
         return value == "1"
     if value:
-        from .errors import ConfigError
-
         raise ConfigError(f"{CPU_BF16_ENV} must be 0 or 1, got {value!r}: unset it to detect the CPU")
     if not torch.backends.mkldnn.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return False

@@ -17,6 +17,9 @@ import pickle
 
 import numpy as np
 import torch
+import torchvision
+from torchvision.datasets import CIFAR10
+from torchvision.datasets.utils import calculate_md5
 
 from .data import CIFAR10_FOLDER
 
@@ -29,8 +32,6 @@ def write_cifar10_fixture(root, n_per_batch: int = 50, seed: int = 0) -> tuple[d
     (Python 2) files hold, ``n_per_batch`` random images in each of the five training batches and the test
     batch, the ten classes in turn (in a random order), as evenly as ``n_per_batch`` allows. Returns ``(batches, md5)``: each batch's ``(data, labels)``, and each file's MD5 (for
     :func:`register_cifar10_fixture`)."""
-    from torchvision.datasets.utils import calculate_md5
-
     folder = os.path.join(os.fspath(root), CIFAR10_FOLDER)
     os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -51,8 +52,6 @@ def write_cifar10_fixture(root, n_per_batch: int = 50, seed: int = 0) -> tuple[d
 
 def cifar10_md5_lists(md5: dict) -> dict:
     """torchvision's ``CIFAR10`` class attributes (``train_list``, ``test_list``, ``meta``) for these MD5s."""
-    from torchvision.datasets import CIFAR10
-
     return {
         "train_list": [[n, md5[n]] for n in CIFAR10_BATCHES if n != "test_batch"],
         "test_list": [["test_batch", md5["test_batch"]]],
@@ -66,8 +65,6 @@ def register_cifar10_fixture(md5: dict, patch=None) -> None:
     ``patch`` sets the class attributes: pytest's ``monkeypatch.setattr`` (undone after the test), by default
     the built-in ``setattr`` (for the rest of the process).
     """
-    from torchvision.datasets import CIFAR10
-
     patch = patch or setattr
     for name, value in cifar10_md5_lists(md5).items():
         patch(CIFAR10, name, value)
@@ -84,8 +81,6 @@ def write_torchvision_weights(hub_dir, names, seed: int = 0) -> list[str]:
     ``$TORCH_HOME/hub``) where ``get_state_dict`` looks before it downloads. Each file holds the state_dict
     of torchvision's own model of that architecture, freshly initialised (BN statistics included) with
     ``seed``. Returns the paths written."""
-    import torchvision
-
     folder = os.path.join(os.fspath(hub_dir), "checkpoints")
     os.makedirs(folder, exist_ok=True)
     paths = []
@@ -102,8 +97,6 @@ def write_torchvision_weights(hub_dir, names, seed: int = 0) -> list[str]:
 
 def _builder_of(weights):
     """torchvision's model builder that a weights entry belongs to."""
-    import torchvision
-
     for name in torchvision.models.list_models():
         try:
             enum = torchvision.models.get_model_weights(name)

@@ -1,4 +1,4 @@
-"""Evaluation (accuracy, top-k, per-class metrics, confusion matrix, predict) and the plots."""
+"""Evaluation (accuracy, top-k, per-class metrics, confusion matrix, predict, shift TTA) and the plots."""
 
 import matplotlib
 
@@ -8,11 +8,20 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
+from test_training import tiny  # noqa: E402  (tests/ is on the path, as for conftest.py)
 
 import resnet_tutorial as rt  # noqa: E402
 from resnet_tutorial import plots  # noqa: E402
 from resnet_tutorial.data import load_dataset  # noqa: E402
-from resnet_tutorial.evaluation import accuracy, confusion_matrix, evaluate, per_class_metrics, predict  # noqa: E402
+from resnet_tutorial.evaluation import (  # noqa: E402
+    accuracy,
+    confusion_matrix,
+    evaluate,
+    per_class_metrics,
+    predict,
+    predict_logits,
+    shift_views,
+)
 from resnet_tutorial.training import History, Recipe, fit  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -108,3 +117,29 @@ def test_plots_return_axes(trained, digits):
     ax = plots.plot_grad_norms({"trained": history.grad_norms})
     assert len(ax.lines[0].get_xdata()) == 20 and ax.get_yscale() == "log"
     plt.close("all")
+
+
+def test_shift_views_move_the_image_one_pixel_and_fill_with_black():
+    x = torch.arange(2 * 4 * 4, dtype=torch.float32).view(1, 2, 4, 4)
+    fill = torch.tensor([-1.0, -2.0])
+    views = shift_views(x, fill)
+    assert len(views) == 5 and torch.equal(views[0], x)
+    up = views[1]  # content moved down by one row: row 0 is the fill, row 1 is the old row 0
+    assert torch.equal(up[0, :, 1:], x[0, :, :-1]) and up[0, 0, 0].eq(-1).all() and up[0, 1, 0].eq(-2).all()
+    right = views[4]  # content moved left by one column
+    assert torch.equal(right[0, :, :, :-1], x[0, :, :, 1:]) and right[0, 1, :, -1].eq(-2).all()
+
+
+def test_tta_averages_the_probabilities_of_the_shifted_views(digits):
+    model = tiny().eval()
+    loader = digits.loader("test", 64, device="cpu")
+    fill = digits.normalize(torch.zeros(1, 1, 1, dtype=torch.uint8)).flatten()
+    logits, labels = predict_logits(model, loader, tta_fill=fill)
+    x = torch.cat([b for b, _ in loader])
+    with torch.no_grad():
+        expected = torch.stack([model(v).softmax(1) for v in shift_views(x, fill)]).mean(0)
+    torch.testing.assert_close(logits.softmax(1), expected)
+    assert torch.equal(labels, digits.test.labels)
+    plain = evaluate(model, digits, device="cpu")
+    with_tta = evaluate(model, digits, device="cpu", tta=True)
+    assert torch.equal(with_tta.predictions, expected.argmax(1)) and with_tta.loss != plain.loss

@@ -1,4 +1,4 @@
-"""The Recipe: one named object for how to train, taken by fit and cached_fit; EMA, shift TTA, schedules."""
+"""The Recipe: one named object for how to train, taken by fit and cached_fit; EMA."""
 
 import math
 import os
@@ -6,10 +6,9 @@ import os
 import pytest
 import torch
 from test_training import run_until_killed, tiny  # noqa: E402  (tests/ is on the path, as for conftest.py)
-from torch import nn
 
 from resnet_tutorial.data import load_dataset
-from resnet_tutorial.evaluation import evaluate, predict_logits, shift_views
+from resnet_tutorial.evaluation import evaluate
 from resnet_tutorial.experiments import experiment_key
 from resnet_tutorial.training import (
     CPU_RECIPE,
@@ -18,7 +17,6 @@ from resnet_tutorial.training import (
     Recipe,
     TrainingError,
     fit,
-    make_scheduler,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -80,29 +78,6 @@ def test_named_recipes():
     assert Recipe(epochs=4, schedule="onecycle").schedule == "warmup_cosine"  # the old name still works
 
 
-def lrs_of(schedule, epochs=8, steps=10, **kwargs):
-    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = make_scheduler(opt, schedule, epochs, steps, **kwargs)
-    out = []
-    for _ in range(epochs * steps):
-        out.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return out
-
-
-def test_warmup_cosine_values_at_the_end_of_warmup_and_halfway_through_the_decay():
-    lrs = lrs_of("warmup_cosine")  # 80 steps, warm-up over the first quarter: 20 steps
-    assert lrs[0] == pytest.approx(1 / 20) and lrs[9] == pytest.approx(10 / 20)
-    assert lrs[19] == pytest.approx(1.0) and lrs[20] == pytest.approx(1.0)  # end of warm-up, start of decay
-    assert lrs[50] == pytest.approx(0.5, abs=1e-6)  # halfway through the 60 steps of cosine
-    assert lrs[65] == pytest.approx(0.5 * (1 + math.cos(math.pi * 45 / 60)), abs=1e-6)
-    lrs = lrs_of("step", warmup_epochs=1, milestones=[4, 6], gamma=0.1)
-    assert lrs[9] == pytest.approx(1.0) and lrs[39] == pytest.approx(1.0) and lrs[40] == pytest.approx(0.1)
-    assert lrs[60] == pytest.approx(0.01)
-    assert lrs_of("constant", warmup_epochs=0.5)[:6] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
-
-
 def test_ema_is_evaluated_and_returned_and_resumes_exactly(digits, tmp_path, monkeypatch):
     recipe = Recipe(epochs=3, batch_size=32, lr=0.05, ema_decay=0.9)
     plain, averaged = tiny(), tiny()
@@ -119,29 +94,3 @@ def test_ema_is_evaluated_and_returned_and_resumes_exactly(digits, tmp_path, mon
     fit(resumed, digits, recipe=recipe, checkpoint_path=path, resume=True, progress=False, device="cpu")
     assert same(weights(resumed), weights(averaged))
     assert os.listdir(tmp_path) == ["ckpt.pt"]
-
-
-def test_shift_views_move_the_image_one_pixel_and_fill_with_black():
-    x = torch.arange(2 * 4 * 4, dtype=torch.float32).view(1, 2, 4, 4)
-    fill = torch.tensor([-1.0, -2.0])
-    views = shift_views(x, fill)
-    assert len(views) == 5 and torch.equal(views[0], x)
-    up = views[1]  # content moved down by one row: row 0 is the fill, row 1 is the old row 0
-    assert torch.equal(up[0, :, 1:], x[0, :, :-1]) and up[0, 0, 0].eq(-1).all() and up[0, 1, 0].eq(-2).all()
-    right = views[4]  # content moved left by one column
-    assert torch.equal(right[0, :, :, :-1], x[0, :, :, 1:]) and right[0, 1, :, -1].eq(-2).all()
-
-
-def test_tta_averages_the_probabilities_of_the_shifted_views(digits):
-    model = tiny().eval()
-    loader = digits.loader("test", 64, device="cpu")
-    fill = digits.normalize(torch.zeros(1, 1, 1, dtype=torch.uint8)).flatten()
-    logits, labels = predict_logits(model, loader, tta_fill=fill)
-    x = torch.cat([b for b, _ in loader])
-    with torch.no_grad():
-        expected = torch.stack([model(v).softmax(1) for v in shift_views(x, fill)]).mean(0)
-    torch.testing.assert_close(logits.softmax(1), expected)
-    assert torch.equal(labels, digits.test.labels)
-    plain = evaluate(model, digits, device="cpu")
-    with_tta = evaluate(model, digits, device="cpu", tta=True)
-    assert torch.equal(with_tta.predictions, expected.argmax(1)) and with_tta.loss != plain.loss

@@ -42,7 +42,9 @@ def test_cosine_with_warmup():
 
 def test_warmup_cosine_warms_up_for_a_quarter():
     # "warmup_cosine" (once called "onecycle") warms up over the first quarter of the steps
-    check_warmup_then_cosine(rates("warmup_cosine", epochs=8, steps_per_epoch=10), warmup=20)
+    lrs = rates("warmup_cosine", epochs=8, steps_per_epoch=10)  # 80 steps, warm-up over the first quarter: 20 steps
+    check_warmup_then_cosine(lrs, warmup=20)
+    assert lrs[65] == pytest.approx(0.5 * (1 + math.cos(math.pi * 45 / 60)), abs=1e-6)
 
 
 def test_step_with_warmup():
@@ -50,3 +52,8 @@ def test_step_with_warmup():
     assert lrs[4] == pytest.approx(0.5) and lrs[9] == pytest.approx(1.0)  # end of warm-up: the base rate
     assert lrs[10:40] == pytest.approx([1.0] * 30)
     assert lrs[40] == pytest.approx(0.1) and lrs[60] == pytest.approx(0.01)
+
+
+def test_constant_with_warmup():
+    lrs = rates("constant", epochs=8, steps_per_epoch=10, warmup_epochs=0.5)
+    assert lrs[:6] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
