@@ -163,6 +163,15 @@ CHECKS_ENV = "RESNET_TUTORIAL_CHECKS"
 CHECK_LOG_ENV = "RESNET_TUTORIAL_CHECK_LOG"
 
 
+def read_check_log(path: str | os.PathLike) -> list[dict]:
+    """The checks recorded in a ``RESNET_TUTORIAL_CHECK_LOG`` file, in order: ``{claim, holds, detail}`` each
+    (``[]`` when there is no file). The sweep of conditions and the smoke run read their logs with it."""
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def check(claim: str, condition: bool, detail: str = "") -> None:
     """Assert a claim of the chapter, and print it so the reader sees what was checked.
 

@@ -38,6 +38,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from resnet_tutorial.book import read_check_log
+
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ("gpu", "paper")
 #: torchvision's weights entries that the chapters load in the gpu and paper profiles (chapter 7 fine-tunes
@@ -136,10 +138,7 @@ def execute(notebook: Path, md5_file: Path, out: Path, timeout: int) -> None:
 
 def reported(log: Path) -> list[str]:
     """The claims a check log holds as not holding."""
-    if not log.exists():
-        return []
-    rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r["claim"] for r in rows if not r["holds"]]
+    return [r["claim"] for r in read_check_log(log) if not r["holds"]]
 
 
 def run_one(args, notebook: Path, profile: str, md5_file: Path) -> tuple[str, float, str, list[str]]:

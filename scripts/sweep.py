@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 
+from resnet_tutorial.book import read_check_log
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -92,12 +94,9 @@ def execute_one(path: str, timeout: int) -> None:
 
 def read_checks(log: pathlib.Path) -> list[dict]:
     """The checks a chapter made, in order; a claim made several times is numbered by its occurrence."""
-    if not log.exists():
-        return []
     seen = collections.Counter()
     checks = []
-    for line in log.read_text(encoding="utf-8").splitlines():
-        c = json.loads(line)
+    for c in read_check_log(log):
         seen[c["claim"]] += 1
         c["occurrence"] = seen[c["claim"]]
         checks.append(c)
