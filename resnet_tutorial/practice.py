@@ -15,7 +15,7 @@ from .runtime import pick_device, seed_everything
 from .training import CPU_RECIPE
 
 #: The cache tag of the experiment.
-MNIST_RESNET20_TAG = "ch5-resnet20-mnist5k"
+MNIST_RESNET20_TAG = "resnet20-mnist5k"
 
 #: The recipe of the running example: :data:`~resnet_tutorial.training.CPU_RECIPE`, the book's CPU recipe
 #: (its time to accuracy is measured by ``benchmarks/train_speed.py``).
