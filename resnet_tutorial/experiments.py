@@ -20,7 +20,7 @@ from . import training  # training.fit: looked up at each call (the tests count 
 from .checkpoint import atomic_torch_save
 from .models.weights import clean_state_dict
 from .runtime import cpu_bf16_native, max_steps, pick_device, seed_offset
-from .training import TRAINING_VERSION, History, Recipe, TrainingError
+from .training import TRAINING_VERSION, History, Recipe, require_recipe
 
 CACHE_ENV = "RESNET_TUTORIAL_CACHE"
 
@@ -49,16 +49,6 @@ def _state_hash(model: nn.Module) -> str:
         h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, int | float | str | bool) or value is None:
-        return value
-    return repr(value)
 
 
 def _param_group_names(model: nn.Module, param_groups) -> list[dict] | None:
@@ -90,7 +80,7 @@ def experiment_key(model: nn.Module, data, recipe: Recipe, *, tag: str, seed: in
         "recipe": recipe.to_dict(),
         "data": data.fingerprint(),
         "seed": seed,
-        "run": {"param_groups": _jsonable(_param_group_names(model, param_groups)),
+        "run": {"param_groups": _param_group_names(model, param_groups),
                 "record_grad_norms": record_grad_norms, "eval_every": eval_every},
         "torch": torch.__version__,
         "runtime": {"seed_offset": seed_offset(), "cpu_bf16": cpu_bf16_native(), "max_steps": max_steps()},
@@ -108,9 +98,7 @@ def cached_fit(model: nn.Module, data, recipe: Recipe, *, tag: str, seed: int = 
     at once: the first trains while it holds a lock on the experiment, the others wait and then load its
     result, which is written to a temporary file and renamed into place.
     """
-    if not isinstance(recipe, Recipe):
-        raise TrainingError(f"cached_fit needs a Recipe, got {type(recipe).__name__}: "
-                            "cached_fit(model, data, CPU_RECIPE, tag=...)")
+    require_recipe(recipe, "cached_fit")
     run = dict(param_groups=param_groups, record_grad_norms=record_grad_norms, eval_every=eval_every)
     key = experiment_key(model, data, recipe, tag=tag, seed=seed, **run)
     path = os.path.join(cache_dir(), f"{_safe(tag)}-{key[:24]}.pt")

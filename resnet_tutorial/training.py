@@ -226,6 +226,14 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
+def require_recipe(recipe, caller: str) -> None:
+    """One clear error when ``caller`` (``fit``, ``cached_fit``) is given something else than a Recipe."""
+    if not isinstance(recipe, Recipe):
+        raise TrainingError(
+            f"{caller} needs a Recipe, got {type(recipe).__name__}: pass CPU_RECIPE, "
+            "Recipe(epochs=10, lr=0.05) or CPU_RECIPE.replace(epochs=2)")
+
+
 def _whole(value, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
@@ -350,8 +358,9 @@ def setup(model: nn.Module, data, recipe: Recipe, *, device=None, seed: int = 0,
                   world_size=world)
     config.update(getattr(data, "run_info", {}))  # a folder's classes and preprocessing
     config.update(amp=amp, amp_dtype=str(amp_dtype), channels_last=channels_last)
-    if max_steps():
-        config["max_steps"] = max_steps()
+    cap = max_steps()
+    if cap:
+        config["max_steps"] = cap
     zeros = torch.zeros(data.in_chans, 1, 1, dtype=torch.uint8)
     black = data.normalize(zeros).flatten()
     ema = None
@@ -367,7 +376,7 @@ def setup(model: nn.Module, data, recipe: Recipe, *, device=None, seed: int = 0,
         device=device, amp=amp, amp_dtype=amp_dtype, channels_last=channels_last,
         tta_fill=black if recipe.tta else None, history=History(config=config), ema=ema,
         recorder=GradNormRecorder(model) if record_grad_norms else None, rank=rank,
-        max_steps=max_steps(),
+        max_steps=cap,
     )
 
 
@@ -463,11 +472,7 @@ def fit(
     often to evaluate. Inside ``torchrun`` each process trains on its share of every
     epoch; rank 0 writes the files and shows the progress.
     """
-    if not isinstance(recipe, Recipe):
-        raise TrainingError(
-            f"fit needs a Recipe, got {type(recipe).__name__}: fit(model, data, "
-            "CPU_RECIPE), fit(model, data, Recipe(epochs=10, lr=0.05)) or "
-            "CPU_RECIPE.replace(epochs=2)")
+    require_recipe(recipe, "fit")
     run = setup(model, data, recipe, device=device, seed=seed,
                 param_groups=param_groups, record_grad_norms=record_grad_norms)
     if resume and checkpoint_path and os.path.exists(checkpoint_path):
