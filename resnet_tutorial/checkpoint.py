@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .errors import ResnetTutorialError
-from .models import create_model, model_arguments
+from .models import create_model, model_arguments, model_family
 from .models.weights import WeightsError, clean_state_dict, load_tensors_only, load_weights
 
 FORMAT = "resnet_tutorial.checkpoint/1"
@@ -133,6 +133,9 @@ def model_from_config(cfg: Mapping, **overrides) -> nn.Module:
     for key in ("shortcut", "stride_in_1x1"):
         if key in kwargs and key not in model_arguments(cfg["architecture"]):
             del kwargs[key]
+    # A plain net records shortcut=None; before shortcut=None existed, it recorded the option it did not use.
+    if model_family(cfg["architecture"]).startswith("plain"):
+        kwargs.pop("shortcut", None)
     if "channels" in kwargs:  # JSON and torch.save give back the tuple as a list
         kwargs["channels"] = tuple(kwargs["channels"])
     return create_model(cfg["architecture"], **{**kwargs, **overrides})

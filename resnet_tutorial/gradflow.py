@@ -72,7 +72,7 @@ def cifar_net(
     if preact:
         model = PreActResNet(PreActBasicBlock, layers, **common)
     else:
-        model = ResNet(BasicBlock, layers, shortcut="A", residual=residual, **common)
+        model = ResNet(BasicBlock, layers, shortcut="A" if residual else None, **common)
     return model if batchnorm else remove_batchnorm(model)
 
 

@@ -243,6 +243,21 @@ def test_model_from_checkpoint_of_a_preact_net_old_and_new(tmp_path):
                                                      strict=True))
 
 
+def test_model_from_checkpoint_of_a_plain_net_old_and_new(tmp_path):
+    """A plain net records shortcut=None; one saved before shortcut=None existed recorded the option "A" it
+    did not use, and still rebuilds as the plain net (not as a ResNet with option A shortcuts)."""
+    model = rt.create_model("plain20", num_classes=3, channels=(4, 8, 16), in_chans=1)
+    save_checkpoint(tmp_path / "new.pt", model, epoch=1)
+    state = ck.read_checkpoint(tmp_path / "new.pt")
+    assert state["model_config"]["kwargs"]["shortcut"] is None
+    state["model_config"]["kwargs"]["shortcut"] = "A"  # as the old ResNet wrote it
+    ck.atomic_torch_save(state, tmp_path / "old.pt")
+    x = torch.randn(2, 1, 8, 8)
+    for f in ("new.pt", "old.pt"):
+        rebuilt, _ = model_from_checkpoint(tmp_path / f)
+        assert rebuilt.shortcut is None and torch.equal(rebuilt.eval()(x), model.eval()(x))
+
+
 def test_model_from_checkpoint_of_a_hand_made_file(tmp_path):
     """A checkpoint with no model_config says so; one with only the architecture builds its defaults."""
     model = tiny()

@@ -306,12 +306,12 @@ def test_resnet_and_preact_resnet_refuse_each_others_blocks():
 
 
 def test_preact_nets_take_no_shortcut_option():
-    """A pre-activation net always projects where the shape changes: it takes no shortcut, residual or
-    stride_in_1x1, which ResNet used to accept and ignore for it."""
+    """A pre-activation net always projects where the shape changes: it takes no shortcut or stride_in_1x1,
+    which ResNet used to accept and ignore for it."""
     model = rt.create_model("preact_resnet110")
     assert isinstance(model, PreActResNet) and isinstance(model, ResNetBase) and not isinstance(model, ResNet)
     assert isinstance(rt.create_model("resnet20"), ResNetBase)
-    for key in ("shortcut", "residual", "stride_in_1x1"):
+    for key in ("shortcut", "stride_in_1x1"):
         assert key not in model_arguments("preact_resnet164") and key in model_arguments("resnet20")
         assert not hasattr(model, key)
     with pytest.raises(ModelArgumentError, match="preact_resnet110 takes no argument 'shortcut'"):

@@ -11,12 +11,14 @@ from resnet_tutorial.models import (
     BasicBlock,
     Bottleneck,
     PadShortcut,
+    ResNet,
     UnknownModelError,
     WeightsError,
     clean_state_dict,
     load_pretrained,
     model_family,
 )
+from resnet_tutorial.errors import ModelConfigError
 from resnet_tutorial.reference import parity_report, randomize_batchnorm
 
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
@@ -82,7 +84,28 @@ def test_plain_twins_have_the_same_layers_as_option_a_resnets(depth):
     assert {k: v.shape for k, v in plain.state_dict().items()} == {
         k: v.shape for k, v in res.state_dict().items()
     }
-    assert all(not b.residual for stage in plain.stages() for b in stage)
+    assert all(not b.residual and b.downsample is None for stage in plain.stages() for b in stage)
+    assert plain.shortcut is None and res.shortcut == "A"
+
+
+def test_a_plain_net_is_a_resnet_without_shortcuts():
+    """shortcut=None is the plain network: the same layers as option A's ResNet, no addition in forward;
+    the plain twins of the zoo are exactly that, and take no shortcut option of their own."""
+    torch.manual_seed(0)
+    plain = ResNet(BasicBlock, [1, 1], channels=(4, 8), stem="cifar", shortcut=None, num_classes=3).eval()
+    torch.manual_seed(0)
+    res = ResNet(BasicBlock, [1, 1], channels=(4, 8), stem="cifar", shortcut="A", num_classes=3).eval()
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), res.state_dict().values(), strict=True))
+    x = torch.randn(2, 3, 8, 8)
+    assert not torch.allclose(plain(x), res(x))  # the shortcuts' additions are what differ
+    for block in (plain.layer1[0], plain.layer2[0]):  # no shortcut: the block is its branch and a ReLU
+        assert torch.equal(block(x := torch.randn(2, block.conv1.in_channels, 8, 8)),
+                           torch.relu(block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x)))))))
+    assert rt.create_model("plain20").shortcut is None
+    with pytest.raises(ModelConfigError, match="plain network has no shortcuts"):
+        rt.create_model("plain20", shortcut="B")
+    with pytest.raises(ModelConfigError, match="or None for a plain network"):
+        ResNet(BasicBlock, [1, 1], channels=(4, 8), shortcut="D")
 
 
 def test_imagenet_parameter_counts_match_torchvision():

@@ -201,8 +201,8 @@ class ResNet(ResNetBase):
         channels: the ``planes`` of each stage (a block outputs ``planes * block.expansion`` channels).
         stem: ``"imagenet"`` (7x7 stride-2 convolution and 3x3 max-pool) or ``"cifar"`` (one 3x3 convolution).
         shortcut: the paper's option ``"A"`` (zero-padded identity), ``"B"`` (projection where the shape
-            changes) or ``"C"`` (projection on every block).
-        residual: ``False`` removes every shortcut: the "plain" network of the paper, same layers.
+            changes) or ``"C"`` (projection on every block); ``None``: no shortcut at all, the "plain"
+            network of the paper, with the same layers.
         stride_in_1x1: ``True`` gives the paper's ResNet v1 bottleneck; ``False`` (default) gives v1.5,
             which strides the 3x3 convolution (torchvision, timm). A basic block is the same either way.
         in_chans: channels of the input image.
@@ -226,8 +226,7 @@ class ResNet(ResNetBase):
         *,
         channels: Sequence[int] = (64, 128, 256, 512),
         stem: str = "imagenet",
-        shortcut: str = "B",
-        residual: bool = True,
+        shortcut: str | None = "B",
         stride_in_1x1: bool = False,
         in_chans: int = 3,
         num_classes: int = 1000,
@@ -243,12 +242,12 @@ class ResNet(ResNetBase):
             raise ModelConfigError(
                 f"{block.__name__} is a pre-activation block: build the net with PreActResNet(block, layers, ...)"
             )
-        if not isinstance(shortcut, str) or shortcut.upper() not in ("A", "B", "C"):
-            raise ModelConfigError(f"shortcut must be 'A', 'B' or 'C' (the paper's options), got {shortcut!r}")
+        if shortcut is not None and (not isinstance(shortcut, str) or shortcut.upper() not in ("A", "B", "C")):
+            raise ModelConfigError(f"shortcut must be 'A', 'B' or 'C' (the paper's options), or None for a plain "
+                                   f"network, got {shortcut!r}")
         super().__init__(in_chans, num_classes, drop_rate)
         norm_layer = norm_layer or nn.BatchNorm2d
-        self.shortcut = shortcut.upper()
-        self.residual = residual
+        self.shortcut = shortcut and shortcut.upper()
         self.stride_in_1x1 = stride_in_1x1
 
         # Stem: a convolution, BN-ReLU (the first feature map) and, for ImageNet, a max-pool.
@@ -267,10 +266,10 @@ class ResNet(ResNetBase):
     def _make_block(self, block, inplanes: int, planes: int, stride: int, *, norm_layer: NormLayer,
                     **block_args) -> nn.Module:
         """One block, with the shortcut of option ``self.shortcut`` (none in a plain net)."""
-        downsample = None
-        if self.residual:
-            downsample = make_shortcut(self.shortcut, inplanes, planes * block.expansion, stride, norm_layer)
-        return block(inplanes, planes, stride, downsample, self.residual, norm_layer=norm_layer, **block_args)
+        if self.shortcut is None:
+            return block(inplanes, planes, stride, None, residual=False, norm_layer=norm_layer, **block_args)
+        downsample = make_shortcut(self.shortcut, inplanes, planes * block.expansion, stride, norm_layer)
+        return block(inplanes, planes, stride, downsample, norm_layer=norm_layer, **block_args)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and stages: the feature map before pooling.

@@ -7,6 +7,7 @@ twins without shortcuts, and the pre-activation nets of He et al. (2016b).
 
 from __future__ import annotations
 
+from ..errors import ModelConfigError
 from .blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
 from .registry import register_model
 from .resnet import PreActResNet, ResNet
@@ -21,6 +22,13 @@ def _imagenet(block, layers, **kwargs) -> ResNet:
 def _cifar(block, n: int, **kwargs) -> ResNet:
     kwargs.setdefault("shortcut", "A")
     return _cifar_net(ResNet, block, n, **kwargs)
+
+
+def _plain(make, block, layers, **kwargs) -> ResNet:
+    """A plain twin: the net ``make`` builds, with ``shortcut=None``; it has no shortcut option to take."""
+    if kwargs.pop("shortcut", None) is not None:
+        raise ModelConfigError("a plain network has no shortcuts: leave out the shortcut option")
+    return make(block, layers, shortcut=None, **kwargs)
 
 
 def _preact_cifar(block, n: int, **kwargs) -> PreActResNet:
@@ -122,37 +130,37 @@ def resnet1202(**kwargs) -> ResNet:
 # Plain twins: the same layers without the shortcuts (the paper's degradation experiments).
 @register_model("plain-cifar")
 def plain20(**kwargs) -> ResNet:
-    return _cifar(BasicBlock, 3, residual=False, **kwargs)
+    return _plain(_cifar, BasicBlock, 3, **kwargs)
 
 
 @register_model("plain-cifar")
 def plain32(**kwargs) -> ResNet:
-    return _cifar(BasicBlock, 5, residual=False, **kwargs)
+    return _plain(_cifar, BasicBlock, 5, **kwargs)
 
 
 @register_model("plain-cifar")
 def plain44(**kwargs) -> ResNet:
-    return _cifar(BasicBlock, 7, residual=False, **kwargs)
+    return _plain(_cifar, BasicBlock, 7, **kwargs)
 
 
 @register_model("plain-cifar")
 def plain56(**kwargs) -> ResNet:
-    return _cifar(BasicBlock, 9, residual=False, **kwargs)
+    return _plain(_cifar, BasicBlock, 9, **kwargs)
 
 
 @register_model("plain-cifar")
 def plain110(**kwargs) -> ResNet:
-    return _cifar(BasicBlock, 18, residual=False, **kwargs)
+    return _plain(_cifar, BasicBlock, 18, **kwargs)
 
 
 @register_model("plain-imagenet")
 def plain18(**kwargs) -> ResNet:
-    return _imagenet(BasicBlock, [2, 2, 2, 2], residual=False, **kwargs)
+    return _plain(_imagenet, BasicBlock, [2, 2, 2, 2], **kwargs)
 
 
 @register_model("plain-imagenet")
 def plain34(**kwargs) -> ResNet:
-    return _imagenet(BasicBlock, [3, 4, 6, 3], residual=False, **kwargs)
+    return _plain(_imagenet, BasicBlock, [3, 4, 6, 3], **kwargs)
 
 
 # Pre-activation ResNets for CIFAR (He et al. 2016b): 110 layers of basic blocks, 164 of bottlenecks.
