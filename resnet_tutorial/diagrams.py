@@ -204,6 +204,7 @@ def draw_block(block: nn.Module, ax=None, title: str | None = None):
     ax.set_xlim(-WIDTH / 2 - 0.1, SIDE + 1.7)
     ax.set_ylim(ys[main[-1]] - STEP, 0.25)
     ax.set_aspect("equal")
+    ax.set_anchor("N")  # blocks of different lengths side by side start at the same height
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=10)

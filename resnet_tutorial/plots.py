@@ -147,7 +147,6 @@ LABELS_ZH.update({
     "basic block": "基本块",
     "bottleneck block": "瓶颈块",
     "pre-activation basic block": "预激活基本块",
-    "pre-activation bottleneck block": "预激活瓶颈块",
 })
 LABELS = {"zh_CN": LABELS_ZH}
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei")
