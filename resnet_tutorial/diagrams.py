@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
+from dataclasses import replace as _replace
 
 import matplotlib.pyplot as plt
 import torch
@@ -129,9 +130,10 @@ def trace_layers(module: nn.Module) -> list[Layer]:
     index = {n: i for i, n in enumerate(order)}
     result = [found[n] for n in order]
     for node in order:
-        if found[node].kind != "add":
+        inputs = [arg for arg in node.args if isinstance(arg, torch.fx.Node)]
+        if found[node].kind != "add" or len(inputs) != 2:  # not the sum of two paths
             continue
-        a, b = (arg for arg in node.args if isinstance(arg, torch.fx.Node))
+        a, b = inputs
         own_a, own_b = _ancestors(a) - _ancestors(b), _ancestors(b) - _ancestors(a)
         if len(own_b) > len(own_a):
             a, b, own_a, own_b = b, a, own_b, own_a
@@ -150,10 +152,6 @@ def trace_layers(module: nn.Module) -> list[Layer]:
     if channels is not None:
         result[0] = _replace(result[0], text=label("x, {c} channels", c=channels), channels=channels)
     return result
-
-
-def _replace(layer: Layer, **changes) -> Layer:
-    return Layer(**{**layer.__dict__, **changes})
 
 
 # --- drawing ----------------------------------------------------------------------------------------
@@ -199,7 +197,7 @@ def draw_block(block: nn.Module, ax=None, title: str | None = None):
     for above, below in zip(main, main[1:], strict=False):
         _arrow(ax, (0, ys[above] - half[above]), (0, ys[below] + half[below]))
     _arrow(ax, (0, ys[main[-1]] - half[main[-1]]), (0, ys[main[-1]] - STEP + 0.1))
-    for j in (i for i in main if steps[i].kind == "add"):
+    for j in (i for i in main if steps[i].fork is not None):
         _draw_shortcut(ax, steps, j, ys, half)
     ax.set_xlim(-WIDTH / 2 - 0.1, SIDE + 1.7)
     ax.set_ylim(ys[main[-1]] - STEP, 0.25)
@@ -273,9 +271,9 @@ def draw_networks(models: dict[str, nn.Module], ax=None):
                  fontsize=6.5)
         for a, b in zip(boxed[name], boxed[name][1:], strict=False):
             _arrow(ax, (xs[a] + width / 2, y), (xs[b] - width / 2, y))
-        adds = [s for s in steps if s.kind == "add"]
+        adds = [s for s in steps if s.fork is not None]
         for j, s in enumerate(steps):
-            if s.kind == "add":
+            if s.fork is not None:
                 start, end = _gap_after(xs, s.fork, step), _gap_after(xs, j, step)
                 ax.add_patch(FancyArrowPatch((start, y + height / 2), (end, y + height / 2),
                                              connectionstyle="arc3,rad=-0.45", arrowstyle="-|>",

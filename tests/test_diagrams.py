@@ -210,3 +210,14 @@ def test_chinese_labels(monkeypatch):
     assert "恒等映射" in texts and "基本块" in texts
     fig = diagrams.draw_shortcut_options()
     assert "投影" in figure_texts(fig) and "选项 C，第 2 阶段的第 2 个块" in figure_texts(fig)
+
+
+def test_adding_a_constant_is_not_a_shortcut():
+    class Shifted(BasicBlock):
+        def forward(self, x):
+            return super().forward(x) + 1.0
+
+    steps = trace_layers(Shifted(16, 16))
+    adds = [s for s in steps if s.kind == "add"]
+    assert len(adds) == 2 and adds[0].fork == 0 and adds[1].fork is None
+    diagrams.draw_block(Shifted(16, 16))  # draws the constant's addition without a shortcut
