@@ -128,6 +128,26 @@ LABELS_ZH.update({
     "{name}: '{c}', p={p:.2f}": "{name}：“{c}”，p={p:.2f}",
     "{name}: {category}": "{name}：{category}",
 })
+LABELS_ZH.update({
+    # resnet_tutorial.diagrams: the drawings of the blocks (chapters 2, 3 and 5)
+    "{k}x{k} conv, {c}": "{k}x{k} 卷积，{c}",
+    ", {g} groups": "，{g} 组",
+    "zero-padding +{c}": "零填充 +{c}",
+    "global avg pool": "全局平均池化",
+    "global {p} pool": "全局 {p} 池化",
+    "{k}x{k} max pool": "{k}x{k} 最大池化",
+    "fc, {n}": "全连接，{n}",
+    "x, {c} channels": "x，{c} 个通道",
+    "identity": "恒等映射",
+    "projection": "投影",
+    "option {o}, block {b} of stage {s}": "选项 {o}，第 {s} 阶段的第 {b} 个块",
+    "{name}, residual: {n} layers with weights, {k} shortcuts ({d} dashed: they change the shape)":
+        "{name}，残差网络：{n} 个带权重的层，{k} 条捷径连接（{d} 条虚线：它们改变形状）",
+    "{name}, plain: {n} layers with weights, no shortcuts": "{name}，普通网络：{n} 个带权重的层，没有捷径连接",
+    "basic block": "基本块",
+    "bottleneck block": "瓶颈块",
+    "pre-activation basic block": "预激活基本块",
+})
 LABELS = {"zh_CN": LABELS_ZH}
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei")
 
