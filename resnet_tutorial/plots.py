@@ -132,6 +132,7 @@ LABELS_ZH.update({
     # resnet_tutorial.diagrams: the drawings of the blocks (chapters 2, 3 and 5)
     "{k}x{k} conv, {c}": "{k}x{k} 卷积，{c}",
     ", {g} groups": "，{g} 组",
+    ", /{s}": "，/{s}",
     "zero-padding +{c}": "零填充 +{c}",
     "global avg pool": "全局平均池化",
     "global {p} pool": "全局 {p} 池化",

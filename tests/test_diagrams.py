@@ -204,7 +204,7 @@ def test_chinese_labels(monkeypatch):
     monkeypatch.setenv(plots.LANGUAGE_VARIABLE, "zh_CN")
     steps = trace_layers(BasicBlock(16, 32, 2, make_shortcut("A", 16, 32, 2)))
     assert [s.text for s in steps if s.kind in ("input", "conv", "pad")] == [
-        "x，16 个通道", "3x3 卷积，32, /2", "3x3 卷积，32", "零填充 +16, /2"]
+        "x，16 个通道", "3x3 卷积，32，/2", "3x3 卷积，32", "零填充 +16，/2"]
     ax = diagrams.draw_block(BasicBlock(16, 16), title=plots.label("basic block"))
     texts = figure_texts(ax.figure)
     assert "恒等映射" in texts and "基本块" in texts
