@@ -78,6 +78,10 @@ class Split:
         return self._copies[key]
 
 
+#: The augmentations :meth:`ImageData.augment` knows (its docstring says what each does).
+AUGMENTATIONS = ("crop_flip", "shift", "shift_rotate", "flip", "none")
+
+
 @dataclass
 class ImageData:
     """A dataset held as tensors, with the statistics and the augmentation that belong to it.
@@ -85,6 +89,7 @@ class ImageData:
     ``mean`` and ``std`` are per channel, on the 0..1 scale, computed from the training split only.
     ``augmentation`` is ``"crop_flip"`` (pad by 4, random crop, horizontal flip: the paper's CIFAR
     recipe), ``"shift"`` (random shifts of up to 2 pixels and never a flip: a flipped 2 is no digit),
+    ``"shift_rotate"`` (a shift, then a rotation by up to 10 degrees and a scaling by up to 10 %),
     ``"flip"`` or ``"none"``. ``transform``, when given, turns a batch of uint8 images into the model's input
     in place of :meth:`normalize` (e.g. the ``transforms()`` of torchvision's ImageNet weights:
     ``transfer.imagenet_finetune``).
@@ -140,6 +145,8 @@ class ImageData:
             return random_flip(random_crop(x, 4, generator), generator)
         if self.augmentation == "shift":
             return random_crop(x, 2, generator)
+        if self.augmentation == "shift_rotate":
+            return random_rotate_scale(random_crop(x, 2, generator), 10, 0.1, generator)
         if self.augmentation == "flip":
             return random_flip(x, generator)
         return x
@@ -245,6 +252,19 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> to
     batch = torch.arange(n, device=x.device)[:, None, None, None]
     chans = torch.arange(c, device=x.device)[None, :, None, None]
     return padded[batch, chans, rows, cols]
+
+
+def random_rotate_scale(x: torch.Tensor, degrees: float, scale: float, generator: torch.Generator) -> torch.Tensor:
+    """Rotate each image of a batch by a random angle of up to ``degrees`` either way and scale it by a random
+    factor in ``1 ± scale``, about its centre (bilinear, black outside), all images at once."""
+    n = len(x)
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
+    factor = 1 + (torch.rand(n, generator=generator) * 2 - 1) * scale
+    cos, sin, zero = torch.cos(angle) / factor, torch.sin(angle) / factor, torch.zeros(n)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    out = F.grid_sample(x.float(), grid, align_corners=False)
+    return out.round().clamp(0, 255).to(x.dtype) if x.dtype == torch.uint8 else out.to(x.dtype)
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

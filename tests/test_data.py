@@ -2,6 +2,7 @@
 
 import os
 import pickle
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from resnet_tutorial import data as rd
 from resnet_tutorial import testing
-from resnet_tutorial.data import DataError, load_dataset
+from resnet_tutorial.data import AUGMENTATIONS, DataError, load_dataset, random_crop, random_rotate_scale
 
 
 def write_cifar10_fixture(root, monkeypatch, n_per_batch=50, seed=0):
@@ -184,6 +185,33 @@ def test_digit_augmentation_shifts_but_never_flips():
     assert len({tuple(x.flatten().tolist()) for x in batch}) > 5  # really random
     x, _ = next(iter(d.loader("train", 512, seed=0, device="cpu")))
     assert torch.isclose(x.min(), d.normalize(torch.zeros(1, 1, 1, 1, dtype=torch.uint8)).min())  # black border
+
+
+def test_rotate_scale_without_angle_or_scale_is_the_identity_and_otherwise_turns_the_digit():
+    """random_rotate_scale samples its grid at the pixel centres: with 0 degrees and no scaling every pixel is
+    itself, exactly. With 10 degrees each image turns by its own angle, its ink stays about where it was (the
+    rotation is about the centre), and no image is turned by more than 10 degrees."""
+    img = load_dataset("digits").train.images[:64]
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(random_rotate_scale(img, 0, 0.0, g), img)
+    turned = random_rotate_scale(img, 10, 0.1, torch.Generator().manual_seed(0))
+    assert turned.dtype == torch.uint8 and turned.shape == img.shape
+    assert torch.equal(turned, random_rotate_scale(img, 10, 0.1, torch.Generator().manual_seed(0)))
+    assert (turned != img).flatten(1).any(1).float().mean() > 0.9
+    ink, ink_turned = img.float().sum((1, 2, 3)), turned.float().sum((1, 2, 3))
+    assert ((ink_turned / ink - 1).abs() < 0.3).all()  # a scaling of 0.9-1.1 changes the ink by 0.81-1.21
+    a_lot = random_rotate_scale(img, 45, 0.0, torch.Generator().manual_seed(0))
+    assert (img.float() - a_lot.float()).abs().mean() > (img.float() - turned.float()).abs().mean()
+
+
+def test_shift_rotate_shifts_first_then_turns():
+    """"shift_rotate" is the shift of "shift", then random_rotate_scale, drawing from one generator."""
+    d = load_dataset("digits")
+    batch = d.train.images[:32]
+    ours = replace(d, augmentation="shift_rotate").augment(batch, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    assert torch.equal(ours, random_rotate_scale(random_crop(batch, 2, g), 10, 0.1, g))
+    assert "shift_rotate" in AUGMENTATIONS
 
 
 def test_cifar_augmentation_crops_and_flips(tmp_path, monkeypatch):

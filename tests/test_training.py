@@ -251,6 +251,24 @@ def test_weight_decay_reaches_the_optimizer():
     torch.testing.assert_close(model.weight.detach(), before * (1 - 0.1 * 0.5))
 
 
+def test_a_recipe_can_name_another_augmentation(digits):
+    """augment="shift_rotate" trains with that augmentation (other weights than the data set's own shifts),
+    leaves the data set as it was, and is refused where the data has no augmentation to replace."""
+    recipe = Recipe(epochs=1, batch_size=64, lr=0.1)
+    a, b = tiny(), tiny()
+    fit(a, digits, recipe, progress=False, device="cpu")
+    fit(b, digits, recipe.replace(augment="shift_rotate"), progress=False, device="cpu")
+    assert not weights_equal(a, b) and digits.augmentation == "shift"
+    with pytest.raises(training.RecipeError, match="augment must be True, False or one of"):
+        recipe.replace(augment="rotate")
+
+    class Folder:  # a data source without an ImageData's augmentation
+        name = "folder"
+
+    with pytest.raises(TrainingError, match="names an augmentation of an ImageData"):
+        fit(tiny(), Folder(), recipe.replace(augment="shift_rotate"), progress=False, device="cpu")
+
+
 def test_two_weight_decays_train_different_weights(digits):
     recipe = Recipe(epochs=1, batch_size=64, lr=0.1, augment=False)
     a, b = small_bn_net(), small_bn_net()
