@@ -26,8 +26,8 @@ from torch.optim import lr_scheduler as S
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import checkpoint, distributed
-from .errors import ResnetTutorialError
 from .data import AUGMENTATIONS
+from .errors import ResnetTutorialError
 from .evaluation import loss_and_accuracy
 from .models.weights import clean_state_dict
 from .runtime import amp_settings, max_steps, pick_device, shifted, use_channels_last

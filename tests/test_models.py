@@ -7,6 +7,7 @@ import torchvision
 from torch import nn
 
 import resnet_tutorial as rt
+from resnet_tutorial.errors import ModelConfigError
 from resnet_tutorial.models import (
     BasicBlock,
     Bottleneck,
@@ -18,7 +19,6 @@ from resnet_tutorial.models import (
     load_pretrained,
     model_family,
 )
-from resnet_tutorial.errors import ModelConfigError
 from resnet_tutorial.reference import parity_report, randomize_batchnorm
 
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
