@@ -62,6 +62,8 @@ def predict_logits(model: nn.Module, loader, *, amp: bool = False, amp_dtype=tor
                 probs = probs + (out.softmax(1) if len(views) > 1 else out)
             logits.append((probs / len(views)).log() if len(views) > 1 else probs)
             labels.append(y)
+    if not labels:  # an empty split: no batches
+        return torch.empty(0, 0), torch.empty(0, dtype=torch.int64)
     return torch.cat(logits).cpu(), torch.cat(labels).cpu()
 
 
@@ -86,9 +88,15 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor, topk=(1,)):
 
     ks = (topk,) if isinstance(topk, int) else tuple(topk)
     scores, y, n = logits.float().cpu().numpy(), y.cpu().numpy(), logits.shape[1]
-    if n == 2:  # scikit-learn wants the binary case as one score per sample
-        scores = scores[:, 1] - scores[:, 0]
-    result = [1.0 if k >= n else float(skm.top_k_accuracy_score(y, scores, k=k, labels=range(n))) for k in ks]
+
+    def top(k: int) -> float:
+        if k >= n:
+            return 1.0
+        if n == 2:  # k == 1; scikit-learn's binary case would threshold at 0.5 when all scores lie in 0..1
+            return float((scores.argmax(1) == y).mean())
+        return float(skm.top_k_accuracy_score(y, scores, k=k, labels=range(n)))
+
+    result = [top(k) for k in ks]
     return result[0] if len(result) == 1 else result
 
 

@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 import torch
+from torch import nn
 
 import resnet_tutorial as rt
 from resnet_tutorial import experiments, training
@@ -121,3 +122,63 @@ def test_a_tag_becomes_a_safe_file_name():
     assert experiments._safe("ch2/plain 20:seed=1") == "ch2_plain_20_seed_1"
     assert experiments._safe("a-b_c.d") == "a-b_c.d" and experiments._safe("") == "experiment"
     assert len(experiments._safe("x" * 100)) == 60
+
+
+def test_param_groups_enter_the_key_by_which_parameters_they_hold():
+    """Groups that hold different parameters are different experiments, even where those parameters have the
+    same values (both batch-norm weights start as ones); the order of a group's settings does not matter, and
+    a setting that is no plain number (a tensor learning rate) enters by its value."""
+    torch.manual_seed(0)
+    model = rt.create_model("resnet20", in_chans=1, channels=(4, 8, 16))
+    params = dict(model.named_parameters())
+    bn1, bn2 = params["layer1.0.bn1.weight"], params["layer1.0.bn2.weight"]
+    assert torch.equal(bn1, bn2)
+    key = lambda groups: experiments.experiment_key(model, load_digits(), BASE, tag="t", param_groups=groups)  # noqa: E731
+    assert key([{"params": [bn1], "lr": 0.1}]) != key([{"params": [bn2], "lr": 0.1}])
+    assert key([{"params": [bn1], "lr": 0.1}]) == key([{"lr": 0.1, "params": [bn1]}])
+    tensor_lr = lambda lr: key([{"params": [bn1], "lr": torch.tensor(lr)}])  # noqa: E731
+    assert tensor_lr(0.1) == tensor_lr(0.1) != tensor_lr(0.2)
+
+
+def _net_class(module: str, qualname: str):
+    """A model class with one linear layer; its name is always "Net", its module and qualified name as given."""
+    def init(self):
+        nn.Module.__init__(self)
+        self.fc = nn.Linear(4, 2)
+    return type("Net", (nn.Module,), {"__init__": init, "forward": lambda self, x: self.fc(x),
+                                      "__module__": module, "__qualname__": qualname})
+
+
+def test_the_model_class_enters_the_key():
+    """Two classes that print the same (``Net((fc): Linear(...))``) may compute differently: their module and
+    qualified name tell them apart."""
+    keys = set()
+    for module, qualname in [("notebook_a", "Net"), ("notebook_b", "Net"), ("notebook_a", "Other.Net")]:
+        torch.manual_seed(0)
+        model = _net_class(module, qualname)()
+        keys.add(key_for(model=model))
+    assert len(keys) == 3
+
+
+class _Scaled(nn.Module):
+    def __init__(self, shape, dtype):
+        super().__init__()
+        self.register_buffer("scale", torch.zeros(shape, dtype=dtype))
+
+
+def test_weights_enter_the_key_with_their_shape_and_dtype():
+    """Zeros of another shape or type are the same bytes, and a buffer does not show in the model's repr."""
+    base = key_for(model=_Scaled((2, 3), torch.float32))
+    assert key_for(model=_Scaled((2, 3), torch.float32)) == base
+    assert key_for(model=_Scaled((3, 2), torch.float32)) != base
+    assert key_for(model=_Scaled((2, 3), torch.int32)) != base
+
+
+def test_the_lock_file_is_in_the_cache_folder(monkeypatch, tmp_path):
+    cache, here = tmp_path / "new" / "cache", tmp_path / "notebooks"
+    here.mkdir()
+    monkeypatch.setenv(experiments.CACHE_ENV, str(cache))
+    monkeypatch.chdir(here)
+    with experiments.cache_lock("demo.lock") as lock:
+        assert lock.is_locked and os.path.exists(cache / "demo.lock")  # the folder made when missing
+    assert not os.listdir(here)  # nothing left where the notebook runs

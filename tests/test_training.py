@@ -191,8 +191,8 @@ def test_cached_fit_trains_once(digits, tmp_path, monkeypatch, capsys):
     assert len(calls) == 4
     assert not loaded.training and weights_equal(loaded, first_model)  # as fit leaves it
     said = capsys.readouterr().out
-    assert said.startswith("demo: loaded from the cache (trained in ") and "final: train_loss " in said
-    assert f"test_acc {first.final['test_acc']:.4f}" in said
+    assert said.startswith("demo: loaded from the cache (trained in ")
+    assert f"final: train_loss {first.final['train_loss']:.4f}, test_acc {first.final['test_acc']:.4f}" in said
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
 
 
@@ -231,6 +231,82 @@ def test_cached_fit_concurrent_runs(digits, tmp_path, monkeypatch):
     model = tiny()
     again = cached_fit(model, digits, Recipe(epochs=1, batch_size=128), tag="race", progress=False)
     assert again.to_dict() in (results[0].to_dict(), results[1].to_dict())
+
+
+def test_cached_fit_says_it_needs_a_recipe():
+    with pytest.raises(TrainingError, match="^cached_fit needs a Recipe, got dict"):
+        cached_fit(tiny(), None, {"epochs": 1, "lr": 0.1}, tag="t")
+
+
+def _record_unpickling():
+    UNPICKLED.append(1)
+
+
+UNPICKLED = []
+
+
+class _RunsCodeWhenLoaded:
+    def __reduce__(self):
+        return _record_unpickling, ()
+
+
+def test_cached_fit_passes_the_run_on_and_keys_by_it(digits, tmp_path, monkeypatch, capsys):
+    """What cached_fit is asked for reaches fit (seed, gradient norms, evaluation interval, parameter groups,
+    progress) and names the experiment: asking for another of them trains again."""
+    monkeypatch.setenv("RESNET_TUTORIAL_CACHE", str(tmp_path))
+    calls = []
+    real_fit = training.fit
+    monkeypatch.setattr(training, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+    recipe = Recipe(epochs=2, batch_size=128, lr=0.05)
+
+    plain_model, reference = tiny(), tiny()
+    plain = cached_fit(plain_model, digits, recipe, tag="t", progress=False)
+    real_fit(reference, digits, recipe, progress=False)  # fit's defaults: seed 0, every epoch evaluated
+    assert weights_equal(plain_model, reference) and not plain.grad_norms
+    assert all("test_acc" in row for row in plain.epochs)
+    assert "epoch 1/2" not in capsys.readouterr().err
+
+    cached_fit(tiny(), digits, recipe, tag="t")  # a hit, said by default
+    assert len(calls) == 1 and capsys.readouterr().out.startswith("t: loaded from the cache")
+
+    asked = cached_fit(tiny(), digits, recipe, tag="t", record_grad_norms=True, eval_every=2, progress=True)
+    assert len(calls) == 2 and asked.grad_norms and "epoch 1/2" in capsys.readouterr().err
+    assert "test_acc" not in asked.epochs[0] and "test_acc" in asked.epochs[1]
+
+    seeded_model = tiny()
+    cached_fit(seeded_model, digits, recipe, tag="t", seed=1, progress=False)
+    assert len(calls) == 3 and not weights_equal(seeded_model, plain_model)
+
+    for tag in ("a b", "a_b"):  # one file name, two experiments
+        cached_fit(tiny(), digits, recipe, tag=tag, progress=False)
+    assert len(calls) == 5
+
+    grouped, start = tiny(), tiny()
+    head = [p for n, p in grouped.named_parameters() if n.startswith("fc.")]
+    rest = [p for n, p in grouped.named_parameters() if not n.startswith("fc.")]
+    cached_fit(grouped, digits, recipe, tag="t", param_groups=[{"params": head}, {"params": rest, "lr": 0.0}],
+               progress=False)
+    assert len(calls) == 6
+    changed = {n for (n, p), q in zip(grouped.named_parameters(), start.parameters(), strict=True)
+               if not torch.equal(p, q)}
+    assert changed == {"fc.weight", "fc.bias"}  # only the head learns: the rest has learning rate 0
+
+
+def test_a_cache_entry_that_would_run_code_is_not_loaded(digits, tmp_path, monkeypatch):
+    """Entries are read with ``weights_only=True``: one that holds an object which runs code when unpickled
+    counts as damaged (trained again), and the code does not run."""
+    monkeypatch.setenv("RESNET_TUTORIAL_CACHE", str(tmp_path))
+    calls = []
+    real_fit = training.fit
+    monkeypatch.setattr(training, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+    one = Recipe(epochs=1, batch_size=128)
+    cached_fit(tiny(), digits, one, tag="x", progress=False)
+    (entry,) = [tmp_path / f for f in os.listdir(tmp_path) if f.endswith(".pt")]
+    stored = torch.load(entry, weights_only=True)
+    torch.save({**stored, "extra": _RunsCodeWhenLoaded()}, entry)
+    UNPICKLED.clear()
+    cached_fit(tiny(), digits, one, tag="x", progress=False)
+    assert not UNPICKLED and len(calls) == 2
 
 
 def small_bn_net(seed=0):
