@@ -239,16 +239,17 @@ def shortcut_blocks(model: str = "resnet20", stage: int = 2) -> dict[str, tuple[
 
 
 def draw_shortcut_options(model: str = "resnet20", stage: int = 2):
-    """The paper's shortcut options on the first two blocks of a stage of ``model``: one column per
-    option, the block that changes the shape above, the one that keeps it below. Returns the Figure."""
+    """The paper's shortcut options on the first two blocks of a stage of ``model``: one row per option,
+    the block that changes the shape on the left, the one that keeps it on the right (two columns, so that
+    the figure keeps a legible size in a page's column). Returns the Figure."""
     blocks = shortcut_blocks(model, stage)
     rows = 1 + len(trace_layers(blocks["A"][0]))
-    fig, axes = plt.subplots(2, 3, figsize=(3 * (SIDE + 1.8 + WIDTH / 2), 2 * STEP * rows),
+    fig, axes = plt.subplots(3, 2, figsize=(2 * (SIDE + 1.8 + WIDTH / 2), 3 * STEP * rows),
                              layout="constrained")
-    for col, (option, pair) in enumerate(blocks.items()):
-        for row, block in enumerate(pair):
+    for row, (option, pair) in enumerate(blocks.items()):
+        for col, block in enumerate(pair):
             draw_block(block, ax=axes[row, col],
-                       title=label("option {o}, block {b} of stage {s}", o=option, b=row + 1, s=stage))
+                       title=label("option {o}, block {b} of stage {s}", o=option, b=col + 1, s=stage))
     return fig
 
 
