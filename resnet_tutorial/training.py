@@ -342,6 +342,16 @@ class Run:
         return self.raw_model if self.ema is None else self.ema.module
 
 
+def augmented_as(data, recipe: Recipe):
+    """``data`` with the augmentation ``recipe`` trains it with: its own, unless the recipe names another."""
+    if not isinstance(recipe.augment, str):
+        return data
+    if not hasattr(data, "augmentation"):
+        raise TrainingError(f"augment={recipe.augment!r} names an augmentation of an ImageData (load_dataset); "
+                            f"{type(data).__name__} has its own: use augment=True")
+    return dataclasses.replace(data, augmentation=recipe.augment)
+
+
 def setup(model: nn.Module, data, recipe: Recipe, *, device=None, seed: int = 0,
           param_groups=None, record_grad_norms: bool = False) -> Run:
     """Build what ``fit`` needs: the model on its device, the batches, SGD, the
@@ -352,11 +362,7 @@ def setup(model: nn.Module, data, recipe: Recipe, *, device=None, seed: int = 0,
     channels_last = use_channels_last(recipe.channels_last, device)
     layout = torch.channels_last if channels_last else torch.preserve_format
     model.to(device, memory_format=layout)
-    if isinstance(recipe.augment, str):  # another augmentation than the data set's own
-        if not hasattr(data, "augmentation"):
-            raise TrainingError(f"augment={recipe.augment!r} names an augmentation of an ImageData (load_dataset); "
-                                f"{type(data).__name__} has its own: use augment=True")
-        data = dataclasses.replace(data, augmentation=recipe.augment)
+    data = augmented_as(data, recipe)
     train_loader = data.loader("train", recipe.batch_size, augment=bool(recipe.augment),
                                device=device, seed=shifted(seed), rank=rank,
                                world_size=world)
