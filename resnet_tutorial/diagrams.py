@@ -55,6 +55,11 @@ class _Tracer(torch.fx.Tracer):
         return isinstance(m, PadShortcut | GlobalPool) or super().is_leaf_module(m, qualname)
 
 
+def _strided(stride: int) -> str:
+    """What a box adds to its text for a stride: ", /2" (nothing for stride 1)."""
+    return label(", /{s}", s=stride) if stride > 1 else ""
+
+
 def _describe(node: torch.fx.Node, module: nn.Module | None) -> Layer | None:
     """The layer a traced call is, or ``None`` for one that computes nothing (``nn.Identity``, the check)."""
     m = module
@@ -68,7 +73,7 @@ def _describe(node: torch.fx.Node, module: nn.Module | None) -> Layer | None:
         return None
     if isinstance(m, nn.Conv2d):
         k, s = m.kernel_size[0], m.stride[0]
-        text = label("{k}x{k} conv, {c}", k=k, c=m.out_channels) + (label(", /{s}", s=s) if s > 1 else "")
+        text = label("{k}x{k} conv, {c}", k=k, c=m.out_channels) + _strided(s)
         if m.groups > 1:
             text += label(", {g} groups", g=m.groups)
         reshapes = s > 1 or m.in_channels != m.out_channels
@@ -79,13 +84,13 @@ def _describe(node: torch.fx.Node, module: nn.Module | None) -> Layer | None:
         text = "BN" if "BatchNorm" in type(m).__name__ else type(m).__name__
         return Layer(name, "norm", text, getattr(m, "num_features", getattr(m, "num_channels", None)))
     if isinstance(m, PadShortcut):
-        text = label("zero-padding +{c}", c=m.extra) + (label(", /{s}", s=m.stride) if m.stride > 1 else "")
+        text = label("zero-padding +{c}", c=m.extra) + _strided(m.stride)
         return Layer(name, "pad", text, stride=m.stride, reshapes=m.stride > 1 or m.extra > 0)
     if isinstance(m, GlobalPool):
         text = label("global avg pool") if m.pool_type == "avg" else label("global {p} pool", p=m.pool_type)
         return Layer(name, "pool", text)
     if isinstance(m, nn.MaxPool2d):
-        text = label("{k}x{k} max pool", k=m.kernel_size) + (label(", /{s}", s=m.stride) if m.stride > 1 else "")
+        text = label("{k}x{k} max pool", k=m.kernel_size) + _strided(m.stride)
         return Layer(name, "pool", text, stride=m.stride, reshapes=m.stride > 1)
     if isinstance(m, nn.Linear):
         return Layer(name, "linear", label("fc, {n}", n=m.out_features), m.out_features)
