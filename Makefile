@@ -54,7 +54,7 @@ COLAB_SIM_WORKERS ?= 2
 # font and the Chinese figure labels
 COLAB_SIM_ZH      ?= chapters/zh_CN/01_background.ipynb
 
-.PHONY: help setup mathjax test unit lint notebooks check-notebooks nbval book html-check browser clean \
+.PHONY: help setup mathjax test unit lint notebooks check-notebooks nbval book html-check browser fashion-mnist clean \
         colab-sim constraints book-zh cjk-font gettext zh-check sweep mutation smoke
 
 help:
@@ -100,8 +100,15 @@ setup: $(STAMP) $(MATHJAX)
 lint: setup
 	$(BIN)/ruff check resnet_tutorial tests scripts book/_ext
 
-unit: setup
+unit: setup fashion-mnist
 	$(BIN)/python -m pytest tests -q --ignore=tests/test_book_html.py
+
+# Fashion-MNIST offline: Debian's package puts the four gzipped idx files in /usr/share/datasets/fashion-mnist/
+# (as root, like the `browser` target); resnet_tutorial.data unpacks them where torchvision reads them.
+fashion-mnist:
+	@test -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q --no-install-recommends dataset-fashion-mnist; \
+	    else echo "error: Fashion-MNIST offline needs Debian's package: sudo apt-get install dataset-fashion-mnist"; exit 2; fi; }
 
 notebooks: setup
 	$(BIN)/python scripts/sync_notebooks.py

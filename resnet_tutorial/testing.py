@@ -3,6 +3,8 @@
 * :func:`write_cifar10_fixture` writes a tiny CIFAR-10 in the official python-version layout (random pixels
   and labels), and :func:`register_cifar10_fixture` registers its MD5s in torchvision's place of the
   official ones, so that torchvision's integrity check still runs on it.
+* :func:`write_fashion_mnist_fixture` writes a tiny Fashion-MNIST as the four gzipped idx files of the
+  official release (and of Debian's package ``dataset-fashion-mnist``).
 * :func:`write_torchvision_weights` puts random-valued ImageNet weights into torch's hub cache under the
   file names torchvision's weights entries download to, so that ``weights.get_state_dict()`` finds them
   there and downloads nothing.
@@ -12,8 +14,10 @@ Nothing here is used by the chapters themselves; a reader's run downloads the re
 
 from __future__ import annotations
 
+import gzip
 import os
 import pickle
+import struct
 
 import numpy as np
 import torch
@@ -21,7 +25,7 @@ import torchvision
 from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import calculate_md5
 
-from .data import CIFAR10_FOLDER
+from .data import CIFAR10_FOLDER, FASHION_MNIST_FILES
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR10_BATCHES = [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]
@@ -57,6 +61,29 @@ def cifar10_md5_lists(md5: dict) -> dict:
         "test_list": [["test_batch", md5["test_batch"]]],
         "meta": {**CIFAR10.meta, "md5": md5["batches.meta"]},
     }
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """``array`` (uint8) in the idx format of LeCun's MNIST files: a magic number that says "unsigned bytes"
+    and the number of dimensions, each dimension as a big-endian int32, then the values."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}i", *array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def write_fashion_mnist_fixture(folder, n_train: int = 40, n_test: int = 20, seed: int = 0) -> dict:
+    """The four files of Fashion-MNIST in ``folder`` as gzipped idx files (``train-images-idx3-ubyte.gz``
+    ...), random 28x28 images with labels 0..9. Returns ``{file name: array}`` (names without ``.gz``)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        arrays[f"{prefix}-images-idx3-ubyte"] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        arrays[f"{prefix}-labels-idx1-ubyte"] = (np.arange(n) % 10).astype(np.uint8)
+    os.makedirs(folder, exist_ok=True)
+    assert set(arrays) == set(FASHION_MNIST_FILES)
+    for name, array in arrays.items():
+        with gzip.open(os.path.join(folder, name + ".gz"), "wb") as f:
+            f.write(idx_bytes(array))
+    return arrays
 
 
 def register_cifar10_fixture(md5: dict, patch=None) -> None:

@@ -51,6 +51,23 @@ def test_train_writes_checkpoint_and_summary_then_evaluate(tmp_path, capsys):
     assert len(metrics["confusion"]) == 10 and len(metrics["per_class"]) == 10
 
 
+def test_train_per_class_trains_on_a_stratified_subset_and_evaluates_the_whole_test_split(tmp_path, monkeypatch):
+    from resnet_tutorial import training
+
+    seen = []
+    fit = training.fit
+    monkeypatch.setattr(training, "fit", lambda model, data, *a, **k: seen.append(data) or fit(model, data, *a, **k))
+    out = tmp_path / "run"
+    assert train(out, "--train-per-class", "5", "--split-seed", "3") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    digits = rd.load_dataset("digits")
+    assert torch.bincount(seen[0].train.labels).tolist() == [5] * 10
+    assert torch.equal(seen[0].train.images, digits.subset(5, seed=3).train.images)
+    assert summary["train_per_class"] == 5 and "subset of 5 training images per class (seed 3)" in summary["data_source"]
+    assert main(["evaluate", "--checkpoint", str(out / "checkpoint.pt")]) == 0
+    metrics = json.loads((out / "metrics_digits.json").read_text())
+    assert sum(map(sum, metrics["confusion"])) == len(digits.test)
+
 def test_resume_continues_the_run(tmp_path, capsys):
     out = tmp_path / "run"
     assert train(out, "--epochs", "1") == 0
@@ -217,6 +234,7 @@ def test_run_killed_after_its_first_epoch_resumes_to_the_uninterrupted_weights(t
     (["--label-smoothing", "1.5"], ["--label-smoothing must be in [0, 1)"]),
     (["--device", "gpu0"], ["--device 'gpu0' is not a device", "cpu"]),
     (["--epochs", "0"], ["--epochs must be at least 1"]),
+    (["--train-per-class", "0"], ["--train-per-class takes a whole number of 1 or more", "got 0"]),
 ])
 def test_bad_training_arguments(tmp_path, capsys, extra, needles):
     rc = train(tmp_path / "o", *extra)

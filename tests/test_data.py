@@ -1,5 +1,6 @@
-"""Datasets: MNIST-5k, digits, CIFAR-10 (on a fixture in the official format), auto, batches, augmentation."""
+"""Datasets: MNIST-5k, digits, Fashion-MNIST and CIFAR-10 (on a fixture in the official format), auto, batches, augmentation."""
 
+import gzip
 import os
 import pickle
 from dataclasses import replace
@@ -220,6 +221,116 @@ def test_cifar_augmentation_crops_and_flips(tmp_path, monkeypatch):
     img = d.train.images[:1]
     batch = d.augment(img.repeat(64, 1, 1, 1), torch.Generator().manual_seed(0))
     plain, flipped = _shifts(img, 4), [s.flip(-1) for s in _shifts(img, 4)]
+    n_flipped = 0
+    for x in batch:
+        is_plain = any(torch.equal(x[None], s) for s in plain)
+        is_flipped = any(torch.equal(x[None], s) for s in flipped)
+        assert is_plain or is_flipped
+        n_flipped += is_flipped and not is_plain
+    assert 10 < n_flipped < 54
+
+
+# --- Fashion-MNIST: Debian's package offline, torchvision's download online -----------------------------
+
+
+@pytest.fixture
+def debian_fashion(tmp_path, monkeypatch):
+    """A tiny Fashion-MNIST where Debian's package puts the real one (gzipped idx files)."""
+    folder = tmp_path / "debian"
+    arrays = testing.write_fashion_mnist_fixture(folder, n_train=40, n_test=20)
+    monkeypatch.setattr(rd, "DEBIAN_FASHION_MNIST", str(folder))
+    monkeypatch.setattr(rd, "_online", lambda *a, **k: pytest.fail("nothing may be downloaded"))
+    return folder, arrays
+
+
+def test_fashion_mnist_from_debians_files_is_unpacked_once_and_read_by_torchvision(tmp_path, debian_fashion):
+    folder, arrays = debian_fashion
+    home = tmp_path / "data"
+    d = load_dataset("fashion-mnist", data_dir=str(home))
+    assert (len(d.train), len(d.test), d.in_chans, d.image_size) == (40, 20, 1, 28)
+    assert d.train.images.dtype == torch.uint8 and d.train.labels.dtype == torch.int64
+    assert torch.equal(d.train.images[:, 0], torch.from_numpy(arrays["train-images-idx3-ubyte"]))
+    assert torch.equal(d.test.labels, torch.from_numpy(arrays["t10k-labels-idx1-ubyte"]).long())
+    assert d.classes[0] == "T-shirt/top" and d.classes[9] == "Ankle boot" and d.num_classes == 10
+    assert d.augmentation == "shift_flip" and str(folder) in d.source
+    raw = home / "FashionMNIST" / "raw"
+    assert sorted(os.listdir(raw)) == sorted(rd.FASHION_MNIST_FILES)  # torchvision's layout, no leftovers
+    for name in rd.FASHION_MNIST_FILES:  # the debian copy gone: the unpacked files are read
+        os.remove(folder / (name + ".gz"))
+    again = load_dataset("fashion-mnist", data_dir=str(home), download=False)
+    assert torch.equal(again.train.images, d.train.images) and str(raw) in again.source
+
+
+def test_fashion_mnist_missing_offline_names_both_ways_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(rd, "DEBIAN_FASHION_MNIST", str(tmp_path / "not-installed"))
+    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist") as err:
+        load_dataset("fashion-mnist", data_dir=str(tmp_path), download=False)
+    assert "download=True" in str(err.value) and "mnist5k" in str(err.value)
+    monkeypatch.setattr(rd, "_online", lambda *a, **k: False)
+    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist") as err:
+        load_dataset("fashion-mnist", data_dir=str(tmp_path))  # download allowed, but offline
+    assert "offline" in str(err.value)
+    assert not (tmp_path / "FashionMNIST" / "raw").exists() or not os.listdir(tmp_path / "FashionMNIST" / "raw")
+
+
+def test_fashion_mnist_online_is_downloaded_by_torchvision(tmp_path, monkeypatch):
+    monkeypatch.setattr(rd, "DEBIAN_FASHION_MNIST", str(tmp_path / "not-installed"))
+    monkeypatch.setattr(rd, "_online", lambda url, *a, **k: url == rd.FASHION_MNIST_URL)
+    calls = []
+
+    def fake_download(self):  # torchvision's download, without the network: the official files appear
+        calls.append(self.root)
+        source = tmp_path / "mirror"
+        testing.write_fashion_mnist_fixture(source, n_train=10, n_test=10)
+        rd.unpack_fashion_mnist(str(source), self.raw_folder)
+
+    from torchvision.datasets import FashionMNIST
+
+    monkeypatch.setattr(FashionMNIST, "download", fake_download)
+    d = load_dataset("fashion-mnist", data_dir=str(tmp_path / "home"))
+    assert calls == [str(tmp_path / "home")] and len(d.train) == 10 and rd.FASHION_MNIST_URL in d.source
+
+
+def test_damaged_fashion_mnist_gives_one_data_error_and_leaves_no_half_file(tmp_path, debian_fashion):
+    folder, _ = debian_fashion
+    gz = folder / "t10k-images-idx3-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[:200])  # truncated
+    home = tmp_path / "data"
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz.*damaged"):
+        load_dataset("fashion-mnist", data_dir=str(home))
+    raw = home / "FashionMNIST" / "raw"
+    assert "t10k-images-idx3-ubyte" not in os.listdir(raw) and not any(".part" in f for f in os.listdir(raw))
+    # an unpacked file that is cut short (the header says 20 images, fewer follow): torchvision refuses it
+    testing.write_fashion_mnist_fixture(folder, n_train=40, n_test=20)
+    load_dataset("fashion-mnist", data_dir=str(home))
+    (raw / "t10k-images-idx3-ubyte").write_bytes((raw / "t10k-images-idx3-ubyte").read_bytes()[:5000])
+    with pytest.raises(DataError, match="cannot read the Fashion-MNIST files"):
+        load_dataset("fashion-mnist", data_dir=str(home))
+    # labels that are no class (a foreign file in the official format)
+    testing.write_fashion_mnist_fixture(folder, n_train=40, n_test=20)
+    for name in rd.FASHION_MNIST_FILES:
+        os.remove(raw / name)
+    with gzip.open(folder / "train-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(testing.idx_bytes(np.full(40, 12, dtype=np.uint8)))
+    with pytest.raises(DataError, match="label range"):
+        load_dataset("fashion-mnist", data_dir=str(home))
+
+
+@pytest.mark.skipif(not os.path.isdir(rd.DEBIAN_FASHION_MNIST), reason="Debian's dataset-fashion-mnist is not "
+                    "installed (make unit installs it as root)")
+def test_real_fashion_mnist_from_debians_package(tmp_path):
+    d = load_dataset("fashion-mnist", data_dir=str(tmp_path))
+    assert (len(d.train), len(d.test)) == (60000, 10000)
+    assert torch.bincount(d.train.labels).tolist() == [6000] * 10
+    assert torch.bincount(d.test.labels).tolist() == [1000] * 10
+    assert d.mean == (0.286,) and d.std == (0.353,)  # the statistics published with the data set
+
+
+def test_fashion_augmentation_shifts_and_flips(tmp_path, debian_fashion):
+    d = load_dataset("fashion-mnist", data_dir=str(tmp_path / "data"))
+    img = d.train.images[:1]
+    batch = d.augment(img.repeat(64, 1, 1, 1), torch.Generator().manual_seed(0))
+    plain, flipped = _shifts(img, 2), [s.flip(-1) for s in _shifts(img, 2)]
     n_flipped = 0
     for x in batch:
         is_plain = any(torch.equal(x[None], s) for s in plain)
