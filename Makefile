@@ -41,7 +41,7 @@ NBVAL_CELL_TIMEOUT ?= 3600
 # the other worker and trains the seed-0 nets that both need (chapter 2 trains its seeds from the last), while
 # chapter 2 trains seeds 2 and 1. xdist would otherwise order the chapters by their number of cells
 # (--no-loadscope-reorder keeps this order), which started chapter 2 two minutes late.
-NBVAL_FIRST  := $(addprefix chapters/,02_residual_connections.ipynb 05_gradient_flow.ipynb 07_practice.ipynb \
+NBVAL_FIRST  := $(addprefix chapters/,02_residual_connections.ipynb 06_gradient_measurements.ipynb 07_practice.ipynb \
                   08_fine_tuning.ipynb 04_from_scratch.ipynb 11_appendix.ipynb 09_applications.ipynb)
 NBVAL_ORDER  := $(foreach nb,$(NBVAL_FIRST),$(filter $(nb),$(CHAPTERS_NB))) $(filter-out $(NBVAL_FIRST),$(CHAPTERS_NB))
 

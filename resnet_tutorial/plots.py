@@ -46,7 +46,7 @@ LABELS_ZH = {
     "ResNet-18: log10 |dy/dx| (6 decades)": "ResNet-18：log10 |dy/dx|（6 个数量级）",
     "the row through the centre, relative": "穿过中心的一行（相对值）",
     "input column (pixels)": "输入的列（像素）",
-    # chapter 5
+    # chapters 5 and 6
     "{kind}, with batch norm": "{kind}，有批量归一化",
     "{kind}, without batch norm": "{kind}，无批量归一化",
     "block (input to output)": "块（从输入到输出）",

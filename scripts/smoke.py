@@ -51,7 +51,7 @@ N_PER_BATCH = 10
 SETUP_ID = "smoke-setup"
 #: The chapters that take longest here, started first (then the others in order), so that the two workers
 #: finish together.
-SLOW_FIRST = ("05_gradient_flow", "08_fine_tuning", "07_practice", "04_from_scratch")
+SLOW_FIRST = ("06_gradient_measurements", "08_fine_tuning", "07_practice", "04_from_scratch")
 
 
 def setup_cell(md5: dict) -> str:
