@@ -37,12 +37,12 @@ NBVAL_WORKERS ?= 2
 NBVAL_THREADS ?= 1
 NBVAL_CELL_TIMEOUT ?= 3600
 # The order the workers take the chapters in, longest first (each worker takes the next chapter when it is
-# nearly done with its own). Chapter 2 (thirteen trainings, about 6 minutes) starts at once; chapter 5 starts on
+# nearly done with its own). Chapter 2 (thirteen trainings, about 6 minutes) starts at once; chapter 6 starts on
 # the other worker and trains the seed-0 nets that both need (chapter 2 trains its seeds from the last), while
 # chapter 2 trains seeds 2 and 1. xdist would otherwise order the chapters by their number of cells
 # (--no-loadscope-reorder keeps this order), which started chapter 2 two minutes late.
-NBVAL_FIRST  := $(addprefix chapters/,02_residual_connections.ipynb 05_gradient_flow.ipynb 06_practice.ipynb \
-                  07_fine_tuning.ipynb 04_from_scratch.ipynb 10_appendix.ipynb 08_applications.ipynb)
+NBVAL_FIRST  := $(addprefix chapters/,02_residual_connections.ipynb 06_gradient_measurements.ipynb 07_practice.ipynb \
+                  08_fine_tuning.ipynb 04_from_scratch.ipynb 11_appendix.ipynb 09_applications.ipynb)
 NBVAL_ORDER  := $(foreach nb,$(NBVAL_FIRST),$(filter $(nb),$(CHAPTERS_NB))) $(filter-out $(NBVAL_FIRST),$(CHAPTERS_NB))
 
 # The Colab simulation: a fresh virtual environment with Colab's torch (torchvision) preinstalled, the package
@@ -163,7 +163,8 @@ book-zh: setup cjk-font conf.py
 	@echo "Open $(CURDIR)/$(ZH_HTML)/index.html"
 
 gettext: setup conf.py
-	@mkdir -p _build
+	@# a fresh extraction: the templates of a renamed or removed chapter would create a catalogue for it
+	@rm -rf _build/gettext && mkdir -p _build
 	$(BIN)/sphinx-build -q -b gettext -D nb_execution_mode=off . _build/gettext 2> _build/gettext-warnings.txt
 	@grep -v 'mystnb.glue' _build/gettext-warnings.txt || true  # glue warnings: the notebooks are not executed
 	$(BIN)/sphinx-intl update -p _build/gettext -l zh_CN -d locales -w 0

@@ -1,4 +1,4 @@
-"""Tools for the experiments on how residual networks train (chapter 5).
+"""Tools for the experiments on how residual networks train (chapters 5 and 6).
 
 * cifar_net builds the 6n+2-layer CIFAR networks of He et al. (2016a, 2016b) at any depth:
   residual or plain, original or pre-activation blocks, with or without batch normalisation;
@@ -159,7 +159,7 @@ def deletion_study(model: ResNet, data, *, batch_size=500, device=None) -> list[
     return rows
 
 
-#: The degradation experiment of the book (chapters 2 and 5) in each profile: the data, the stage widths, the
+#: The degradation experiment of the book (chapters 2 and 6) in each profile: the data, the stage widths, the
 #: seeds and one training recipe for every net. "paper" is the paper's CIFAR-10 recipe (Sec. 4.2: batch 128,
 #: lr 0.1 divided by 10 at 32k and 48k iterations of 64k, i.e. epochs 82 and 123 of 164; weight decay 1e-4,
 #: momentum 0.9). "cpu" is sized for CI (issue 9; the twelve nets take about 7 CPU minutes on one core):
@@ -258,7 +258,7 @@ def degradation_seeds(
     """``degradation_experiment`` once per seed: ``{seed: {name: (model, History)}}``.
 
     The seeds train from the last to the first: another notebook running at the same
-    time that needs only seed 0 (chapter 5) trains it meanwhile. The cache lock makes
+    time that needs only seed 0 (chapter 6) trains it meanwhile. The cache lock makes
     each net train once, and the results do not depend on the order.
     """
     runs = {}

@@ -46,7 +46,7 @@ LABELS_ZH = {
     "ResNet-18: log10 |dy/dx| (6 decades)": "ResNet-18：log10 |dy/dx|（6 个数量级）",
     "the row through the centre, relative": "穿过中心的一行（相对值）",
     "input column (pixels)": "输入的列（像素）",
-    # chapter 5
+    # chapters 5 and 6
     "{kind}, with batch norm": "{kind}，有批量归一化",
     "{kind}, without batch norm": "{kind}，无批量归一化",
     "block (input to output)": "块（从输入到输出）",
@@ -86,12 +86,12 @@ LABELS_ZH.update({
     "billion multiply-accumulates": "十亿次乘加运算",
     "Cost of one 224x224 image, counted by torch.utils.flop_counter":
         "一张 224x224 图像的计算代价（由 torch.utils.flop_counter 计数）",
-    # chapter 6
+    # chapter 7
     "loss": "损失",
     "error": "误差",
     "true {true}, said {said}\np={p:.2f}": "真实 {true}，预测 {said}\np={p:.2f}",
     "the {n} most confident of {m} mistakes": "{m} 个错误中置信度最高的 {n} 个",
-    # chapter 7
+    # chapter 8
     "source: MNIST": "源：MNIST",
     "target: scikit-learn digits, 8x8 upsampled to 28x28": "目标：scikit-learn digits，8x8 上采样到 28x28",
     "from scratch": "从头训练",
@@ -100,7 +100,7 @@ LABELS_ZH.update({
     "fine-tune, BN statistics frozen": "微调，冻结 BN 统计量",
     "error on the digits, {n} labels per class (dashed: training, solid: test)":
         "digits 上的误差，每类 {n} 个标签（虚线：训练，实线：测试）",
-    # chapter 8
+    # chapter 9
     "query": "查询",
     "pixels": "像素",
     "queries, their {k} neighbours in feature space (cosine), and in pixel space":
@@ -114,7 +114,7 @@ LABELS_ZH.update({
     "label {label}": "标签 {label}",
     "CAM of '{c}'": "“{c}” 的类激活图",
     "{name}: {shape}": "{name}：{shape}",
-    # chapter 10
+    # chapter 11
     "training step": "一步训练",
     "inference": "推理",
     "ms per batch (median)": "每批毫秒数（中位数）",

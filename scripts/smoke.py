@@ -1,7 +1,7 @@
 """Execute every chapter in the ``gpu`` and ``paper`` profiles on the CPU, on stand-in data, and fail on any error.
 
     python scripts/smoke.py                                # what `make smoke` runs: chapters/NN_*.ipynb
-    python scripts/smoke.py --profiles gpu chapters/07_fine_tuning.ipynb
+    python scripts/smoke.py --profiles gpu chapters/08_fine_tuning.ipynb
 
 The ``gpu`` profile is what a Colab reader on a T4 runs and ``paper`` what a reader with hours runs; CI has no
 GPU, so without this neither code path would ever run before a reader's does. Each chapter is executed top to
@@ -42,7 +42,7 @@ from resnet_tutorial.book import read_check_log
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ("gpu", "paper")
-#: torchvision's weights entries that the chapters load in the gpu and paper profiles (chapter 7 fine-tunes
+#: torchvision's weights entries that the chapters load in the gpu and paper profiles (chapter 8 fine-tunes
 #: ResNet-18's; the appendix draws CAMs with ResNet-50's default, V2, where RESNET_TUTORIAL_ONLINE=1).
 TORCHVISION_WEIGHTS = ("ResNet18_Weights.IMAGENET1K_V1", "ResNet50_Weights.IMAGENET1K_V2")
 #: The fixture's size: images in each of the five training batches and in the test batch (one of each class).
@@ -51,7 +51,7 @@ N_PER_BATCH = 10
 SETUP_ID = "smoke-setup"
 #: The chapters that take longest here, started first (then the others in order), so that the two workers
 #: finish together.
-SLOW_FIRST = ("05_gradient_flow", "07_fine_tuning", "06_practice", "04_from_scratch")
+SLOW_FIRST = ("06_gradient_measurements", "08_fine_tuning", "07_practice", "04_from_scratch")
 
 
 def setup_cell(md5: dict) -> str:

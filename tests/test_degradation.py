@@ -1,7 +1,7 @@
 """The degradation experiment measures what chapter 2 says it measures.
 
 Training error on the clean training images in eval mode after every epoch, the test error of the
-trained net at the end, several seeds, and the cache shared with chapter 5.
+trained net at the end, several seeds, and the cache shared with chapter 6.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def test_seeds_differ_and_share_the_cache_with_a_single_seed_run(data, cache, on
     w0, w1 = (runs[s]["plain20"][0].conv1.weight for s in (0, 1))
     assert not torch.equal(w0, w1)
     assert len(list(cache.glob("degradation-plain20-*.pt"))) == 2
-    again = degradation_experiment(data, ("plain20",), seed=0, **KWARGS)["plain20"]  # chapter 5's call
+    again = degradation_experiment(data, ("plain20",), seed=0, **KWARGS)["plain20"]  # chapter 6's call
     assert len(list(cache.glob("degradation-plain20-*.pt"))) == 2  # loaded, not trained again
     assert again[1].to_dict() == runs[0]["plain20"][1].to_dict()
     assert torch.equal(again[0].conv1.weight, w0)

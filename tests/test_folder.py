@@ -179,7 +179,7 @@ def test_preprocessing_is_the_weights_own():
 
 
 def test_stage_learning_rates_follow_the_chapters_rule():
-    # chapter 7's ResNet-20: head 0.05, STAGE_LRS = stem 0.001, layer1 0.002, layer2 0.005, layer3 0.01
+    # chapter 8's ResNet-20: head 0.05, STAGE_LRS = stem 0.001, layer1 0.002, layer2 0.005, layer3 0.01
     assert stage_lrs(rt.create_model("resnet20"), 0.05) == pytest.approx(
         {"stem": 0.001, "layer1": 0.002, "layer2": 0.005, "layer3": 0.01})
     lrs = stage_lrs(rt.create_model("resnet18"), 0.01)
