@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from test_training import run_until_killed, tiny  # noqa: E402  (tests/ is on the path, as for conftest.py)
+from test_training import each_step, run_until_killed, small_bn_net, tiny  # noqa: E402  (tests/ is on the path, as for conftest.py)
 
 from resnet_tutorial.data import load_dataset
 from resnet_tutorial.evaluation import evaluate
@@ -15,6 +15,7 @@ from resnet_tutorial.training import (
     PAPER_RECIPE,
     RECIPES,
     Recipe,
+    RecipeError,
     TrainingError,
     fit,
 )
@@ -62,7 +63,7 @@ def test_bad_settings_are_one_clear_error():
         CPU_RECIPE.replace(lrate=0.1)
     with pytest.raises(TypeError, match="lrate"):  # the recipe is the only way to give a setting
         fit(tiny(), None, CPU_RECIPE, lrate=0.1)
-    with pytest.raises(TrainingError, match="needs a Recipe, got dict"):
+    with pytest.raises(TrainingError, match="^fit needs a Recipe, got dict"):
         fit(tiny(), None, {"epochs": 1, "lr": 0.1})
     with pytest.raises(TrainingError, match="ema_decay must be in \\(0, 1\\).*got 1.5"):
         Recipe(epochs=1, ema_decay=1.5)
@@ -94,3 +95,51 @@ def test_ema_is_evaluated_and_returned_and_resumes_exactly(digits, tmp_path, mon
     fit(resumed, digits, recipe=recipe, checkpoint_path=path, resume=True, progress=False, device="cpu")
     assert same(weights(resumed), weights(averaged))
     assert os.listdir(tmp_path) == ["ckpt.pt"]
+
+
+def test_each_setting_is_checked_at_the_edges_of_its_range():
+    """The values at the edge of each range make a recipe; those just outside are refused, naming the setting."""
+    for settings in (dict(batch_size=1), dict(weight_decay=0.0), dict(momentum=0.0), dict(label_smoothing=0.0),
+                     dict(warmup_epochs=0.0), dict(ema_decay=0.5), dict(augment=False), dict(augment="none")):
+        Recipe(epochs=1, **settings)
+    bad = {"epochs": [0, True, 2.0, "3"], "batch_size": [0, True, 64.0], "lr": [0.0, -0.1, math.nan],
+           "weight_decay": [-1e-4, math.nan], "momentum": [-0.1, 1.0], "label_smoothing": [-0.1, 1.0],
+           "warmup_epochs": [-1.0, math.nan], "ema_decay": [0.0, 1.0], "augment": ["rotate", None]}
+    for name, values in bad.items():
+        for value in values:
+            with pytest.raises(RecipeError) as refused:
+                Recipe(**{"epochs": 1, name: value})
+            assert list(refused.value.problems) == [name], (name, value)
+            assert isinstance(refused.value, ValueError) and str(refused.value).startswith(f"{name} must be")
+    with pytest.raises(RecipeError, match="schedule must be one of cosine, warmup_cosine, step, constant"):
+        Recipe(epochs=1, schedule="linear")
+    with pytest.raises(RecipeError, match="augment must be True, False or one of crop_flip, shift,"):
+        Recipe(epochs=1, augment="rotate")
+
+
+def test_milestones_are_kept_as_a_tuple():
+    """A list of milestones is stored as a tuple: the recipe stays frozen and hashable, equal to one given a tuple."""
+    listed, tupled = Recipe(epochs=4, schedule="step", milestones=[2, 3]), Recipe(epochs=4, schedule="step",
+                                                                                   milestones=(2, 3))
+    assert listed.milestones == (2, 3) and listed == tupled and hash(listed) == hash(tupled)
+    assert Recipe(epochs=4).milestones is None
+
+
+def test_the_average_is_an_ema_of_each_steps_weights_and_batch_norm_statistics(digits):
+    """ema_decay=d: the returned model is the exponential moving average with decay d of the weights and the
+    batch-norm statistics after each step (the first step's as they are), computed here by hand from a plain run."""
+    recipe = Recipe(epochs=1, batch_size=32, lr=0.05, augment=False, amp=False)
+    plain, snapshots = small_bn_net(), []
+    with each_step(after=lambda opt: snapshots.append(weights(plain))):
+        fit(plain, digits, recipe, progress=False, device="cpu")
+    assert len(snapshots) == 7  # 200 images in batches of 32
+    expected = dict(snapshots[0])
+    for snapshot in snapshots[1:]:
+        expected = {k: 0.8 * expected[k] + 0.2 * v if v.is_floating_point() else v for k, v in snapshot.items()}
+    averaged = small_bn_net()
+    fit(averaged, digits, recipe.replace(ema_decay=0.8), progress=False, device="cpu")
+    got = averaged.state_dict()
+    for k, v in expected.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(got[k], v, rtol=1e-5, atol=1e-6, msg=k)
+    assert not torch.equal(got["1.running_mean"], snapshots[-1]["1.running_mean"])  # averaged too, not the last

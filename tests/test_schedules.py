@@ -57,3 +57,24 @@ def test_step_with_warmup():
 def test_constant_with_warmup():
     lrs = rates("constant", epochs=8, steps_per_epoch=10, warmup_epochs=0.5)
     assert lrs[:6] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
+
+
+def test_warmup_cosine_takes_the_warmup_it_is_given():
+    # an explicit warm-up replaces the default quarter: 1 epoch of 10 steps here, not 22 steps
+    check_warmup_then_cosine(rates("warmup_cosine", epochs=9, steps_per_epoch=10, warmup_epochs=1), warmup=10)
+
+
+def test_a_warmup_of_two_steps():
+    # the shortest warm-up: half the rate at the first step, the whole rate from the second
+    assert rates("constant", epochs=4, steps_per_epoch=2, warmup_epochs=1) == pytest.approx([0.5] + [1.0] * 7)
+
+
+def test_a_warmup_longer_than_the_run_spans_it():
+    # asked for 3 epochs of warm-up in a run of 2: the rate rises over the whole run and reaches lr at its end
+    lrs = rates("constant", epochs=2, steps_per_epoch=5, warmup_epochs=3)
+    assert lrs == pytest.approx([k / 9 for k in range(1, 10)] + [1.0])
+
+
+def test_step_at_the_milestones_given_by_gamma():
+    lrs = rates("step", epochs=8, steps_per_epoch=10, milestones=[2, 5], gamma=0.5)
+    assert lrs == pytest.approx([1.0] * 20 + [0.5] * 30 + [0.25] * 30)

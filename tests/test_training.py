@@ -1,19 +1,25 @@
 """fit, its History, schedules, gradient norms, NaN handling, resume equality and cached_fit."""
 
+import contextlib
+import dataclasses
 import json
 import math
 import os
 import threading
+import time
 
 import pytest
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 import resnet_tutorial as rt
 from resnet_tutorial import checkpoint as ckpt_module
-from resnet_tutorial import training
-from resnet_tutorial.data import load_dataset
+from resnet_tutorial import distributed, training
+from resnet_tutorial.data import Split, load_dataset
+from resnet_tutorial.evaluation import evaluate
 from resnet_tutorial.experiments import cached_fit, experiment_key
+from resnet_tutorial.runtime import shifted
 from resnet_tutorial.training import History, Recipe, TrainingError, fit, layer_grad_norms, make_scheduler
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -60,28 +66,55 @@ def test_fit_learns_and_returns_history(digits):
     assert h.final["test_acc"] > 0.3  # chance is 0.1
     assert h.final["train_error"] == pytest.approx(1 - h.final["train_acc"])
     assert h.seconds == pytest.approx(sum(e["seconds"] for e in h.epochs))
-    assert h.as_arrays("test_acc").shape == (6,)
+    assert h.as_arrays("test_acc").shape == (6,) and all("test_acc" in row for row in h.epochs)  # every epoch's
+    assert h.grad_norms == {}  # only when asked for
+    assert h.config["channels_last"] is False  # "auto", resolved: off on a CPU
     assert h.config["epochs"] == 6 and h.config["dataset"] == "digits"
     assert not model.training  # fit leaves the model in eval mode
 
 
 def test_history_round_trips_through_json(digits):
-    h = fit(tiny(), digits, Recipe(epochs=2, batch_size=64), progress=False, record_grad_norms=True, eval_every=2)
-    assert "test_acc" not in h.epochs[0] and "test_acc" in h.epochs[1]
+    h = fit(tiny(), digits, Recipe(epochs=4, batch_size=64), progress=False, record_grad_norms=True, eval_every=3)
+    # evaluated every third epoch, and after the last
+    assert ["test_acc" in row for row in h.epochs] == [False, False, True, True]
     assert math.isnan(h.as_arrays("test_acc")[0])
     back = History.from_dict(json.loads(json.dumps(h.to_dict())))
     assert back.epochs == h.epochs and back.grad_norms == h.grad_norms and back.seconds == h.seconds
+    assert back.config == h.config and back.steps == h.steps == 4 * 7
+    assert back.final == h.epochs[-1] and History().final == {}
+
+
+def test_a_history_written_before_steps_and_config_were_kept_still_loads():
+    old = History.from_dict({"epochs": [{"epoch": 1, "train_loss": 2.0, "lr": 0.1}]})
+    assert (old.steps, old.seconds, old.config, old.grad_norms) == (0, 0.0, {}, {})
+    assert old.final == {"epoch": 1, "train_loss": 2.0, "lr": 0.1}
+    empty = History.from_dict({})
+    assert empty.to_dict() == History().to_dict() == {"epochs": [], "grad_norms": {}, "seconds": 0.0, "config": {},
+                                                      "steps": 0}
+
+
+def test_a_history_shows_its_length_and_last_metrics():
+    h = History(epochs=[{"epoch": 1, "train_loss": 2.5, "lr": 0.1},
+                        {"epoch": 2, "train_loss": 0.123456, "test_acc": 0.75, "lr": 0.05}], seconds=12.34)
+    assert repr(h) == "History(2 epochs, 12.3 s; last: train_loss=0.1235, test_acc=0.75)"  # not the rate
+    assert repr(History()) == "History(0 epochs, 0.0 s; last: empty)"
+    assert h.as_arrays("epoch").tolist() == [1.0, 2.0] and h.as_arrays("epoch").dtype == float
 
 
 def test_options_run_together(digits, capsys):
     """Nesterov, label smoothing, clipping, step schedule, warm-up, bf16 autocast on the CPU, channels_last."""
     recipe = Recipe(epochs=2, batch_size=64, nesterov=True, label_smoothing=0.1, clip_grad_norm=1.0,
                     schedule="step", milestones=[1], warmup_epochs=0.5, amp=True, channels_last=True)
-    h = fit(tiny(), digits, recipe, progress=True)
+    h = fit(tiny(), digits, recipe, seed=3)  # with a progress bar by default
     assert all(math.isfinite(e["train_loss"]) for e in h.epochs)
     assert h.config["amp"] is True and h.config["channels_last"] is True
+    assert h.config["amp_dtype"] == "torch.bfloat16" and h.config["seed"] == 3 and h.config["world_size"] == 1
     assert h.epochs[1]["lr"] == pytest.approx(0.01)  # divided by 10 at the milestone
-    assert "epoch 2/2" in capsys.readouterr().err  # a progress bar per epoch
+    err = capsys.readouterr().err
+    assert "epoch 1/2" in err and "epoch 2/2" in err and "epoch 3/2" not in err  # a progress bar per epoch, ...
+    assert "| 7/7 [" in err  # ... counting its steps, ...
+    shown = [f"{k}={h.final[k]:.3f}" for k in ("train_loss", "train_acc", "test_acc")]
+    assert all(text in err for text in shown)  # ... ending on the epoch's metrics
     fit(tiny(), digits, Recipe(epochs=1, batch_size=64), progress=False)
     assert capsys.readouterr().err == ""  # silent when asked
 
@@ -139,6 +172,12 @@ def test_grad_norms(digits):
     norms = layer_grad_norms(model, x, y)
     assert list(norms) == convs and all(v > 0 for v in norms.values())
     assert all(p.grad is None for p in model.parameters())
+    # a frozen layer has no norm, even with a gradient left from training
+    model(x).sum().backward()
+    model.layer1[0].conv1.weight.requires_grad_(False)
+    assert model.layer1[0].conv1.weight.grad is not None
+    assert set(layer_grad_norms(model, x, y)) == set(convs) - {"layer1.0.conv1"}
+    model.layer1[0].conv1.weight.requires_grad_(True)
     # the same numbers by hand for one layer
     model.zero_grad()
     nn.functional.cross_entropy(model(x), y).backward()
@@ -163,7 +202,21 @@ def test_resume_gives_identical_weights(digits, tmp_path, monkeypatch):
     assert weights_equal(full_model, resumed_model)
     assert [e["train_loss"] for e in resumed.epochs] == [e["train_loss"] for e in full.epochs]
     assert resumed.grad_norms == full.grad_norms
-    assert ckpt_module.read_checkpoint(path)["epoch"] == 4
+    assert resumed.steps == full.steps == 4 * 13  # 400 images in batches of 32
+    saved = ckpt_module.read_checkpoint(path)
+    assert saved["epoch"] == 4 and saved["config"] == full.config
+
+
+def test_a_checkpoint_is_resumed_only_when_asked(digits, tmp_path):
+    """Without resume=True, fit starts over (and overwrites the checkpoint) even where one is already saved."""
+    recipe, kwargs = Recipe(epochs=1, batch_size=64), dict(progress=False, device="cpu")
+    path = tmp_path / "checkpoint.pt"
+    fit(tiny(), digits, recipe, checkpoint_path=path, seed=1, **kwargs)  # another run's checkpoint
+    again, fresh = tiny(), tiny()
+    h = fit(again, digits, recipe, checkpoint_path=path, **kwargs)
+    fit(fresh, digits, recipe, **kwargs)
+    assert len(h.epochs) == 1 and weights_equal(again, fresh)
+    assert ckpt_module.read_checkpoint(path)["config"]["seed"] == 0
 
 
 def test_cached_fit_trains_once(digits, tmp_path, monkeypatch, capsys):
@@ -335,6 +388,9 @@ def test_a_recipe_can_name_another_augmentation(digits):
     fit(a, digits, recipe, progress=False, device="cpu")
     fit(b, digits, recipe.replace(augment="shift_rotate"), progress=False, device="cpu")
     assert not weights_equal(a, b) and digits.augmentation == "shift"
+    c = tiny()  # the same as training on the data set given that augmentation
+    fit(c, dataclasses.replace(digits, augmentation="shift_rotate"), recipe, progress=False, device="cpu")
+    assert weights_equal(b, c)
     with pytest.raises(training.RecipeError, match="augment must be True, False or one of"):
         recipe.replace(augment="rotate")
 
@@ -371,3 +427,278 @@ def test_a_second_fit_trains_in_training_mode(digits):
     assert not torch.allclose(bn.running_mean, mean)
     assert modes[:steps] == [True] * steps and not any(modes[steps:])  # then evaluated in eval mode
     assert not model.training
+
+
+def linear_net(seed=0):
+    """A classifier without batch norm: the same function in training and in evaluation mode."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+
+@contextlib.contextmanager
+def each_step(before=None, after=None):
+    """Call ``before(optimizer)`` and ``after(optimizer)`` around every optimizer step taken inside the block."""
+    handles = [register(lambda opt, args, kwargs, f=f: f(opt))
+               for register, f in ((register_optimizer_step_pre_hook, before),
+                                   (register_optimizer_step_post_hook, after)) if f]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def test_the_epochs_training_loss_and_accuracy_are_means_over_its_images(digits):
+    """train_loss is the mean over the epoch's images of the loss that is minimised (label smoothing included),
+    train_acc the share the model got right, train_error the rest; a learning rate too small to move the weights
+    lets us compute them again on the training split. 400 images in batches of 64: the last batch has 16."""
+    model = linear_net()
+    recipe = Recipe(epochs=2, batch_size=64, lr=1e-9, label_smoothing=0.1, augment=False, amp=False)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    h = fit(model, digits, recipe, progress=False, device="cpu")
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+    x, y = next(iter(digits.loader("train", 400, shuffle=False, augment=False)))
+    with torch.no_grad():
+        logits = model(x)
+    loss = nn.functional.cross_entropy(logits, y, label_smoothing=0.1).item()
+    acc = (logits.argmax(1) == y).float().mean().item()
+    assert 0 < acc < 1
+    for row in h.epochs:
+        assert row["train_loss"] == pytest.approx(loss, rel=1e-5)
+        assert row["train_acc"] == pytest.approx(acc) and row["train_error"] == pytest.approx(1 - acc)
+    assert h.steps == 2 * 7
+    # the training part of each epoch lies within the epoch, the epochs within the call
+    assert all(0 < row["train_seconds"] <= row["seconds"] for row in h.epochs) and h.seconds <= wall
+    assert 0 < sum(row["train_cpu_seconds"] for row in h.epochs) <= cpu
+
+
+def test_a_capped_run_stops_after_so_many_steps_and_keeps_the_shape_of_a_whole_one(digits, monkeypatch):
+    """RESNET_TUTORIAL_MAX_STEPS (the smoke run): training stops after that many optimizer steps, the epoch it
+    stopped in is evaluated, and the epochs not trained repeat its row, marked capped."""
+    monkeypatch.setenv("RESNET_TUTORIAL_MAX_STEPS", "16")  # 7 steps an epoch: stops 2 steps into the third
+    steps = []
+    with each_step(after=steps.append):
+        h = fit(linear_net(), digits, Recipe(epochs=5, batch_size=64), progress=False, device="cpu",
+                record_grad_norms=True, eval_every=10)
+    assert len(steps) == 16 and h.steps == 16 and h.config["max_steps"] == 16
+    assert [row["epoch"] for row in h.epochs] == [1, 2, 3, 4, 5]
+    first, second, stopped, *padded = h.epochs
+    assert "test_acc" not in second and "test_acc" in stopped  # epoch 2 not due (eval_every), epoch 3 stopped
+    assert not any("capped" in row for row in (first, second, stopped))
+    assert len(padded) == 2
+    for row in padded:
+        assert row == {**stopped, "epoch": row["epoch"], "seconds": 0.0, "capped": True}
+    assert h.seconds == pytest.approx(first["seconds"] + second["seconds"] + stopped["seconds"])
+    assert all(len(v) == 5 and v[1] != v[2] == v[3] == v[4] for v in h.grad_norms.values())
+
+
+def in_three_channels(data):
+    """``data`` with each image in three channels of their own statistics: a black pixel normalises to three
+    different values, the border test-time augmentation fills a shifted image with."""
+    rgb = lambda split: Split(split.images.repeat(1, 3, 1, 1), split.labels)  # noqa: E731
+    return dataclasses.replace(data, train=rgb(data.train), test=rgb(data.test), mean=(0.2, 0.3, 0.4),
+                               std=(0.3, 0.4, 0.5))
+
+
+def test_tta_is_what_the_run_evaluates_with(digits):
+    """tta=True: the accuracy fit records is evaluate's with tta=True on the returned model; tta=False: without."""
+    recipe, data = Recipe(epochs=1, batch_size=64, lr=0.05, amp=False), in_three_channels(digits)
+    for tta in (False, True):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+        h = fit(model, data, recipe.replace(tta=tta), progress=False, device="cpu")
+        with_tta, without = evaluate(model, data, tta=True), evaluate(model, data)
+        assert with_tta.accuracy != without.accuracy  # so that the test tells them apart
+        expected = with_tta if tta else without
+        assert h.final["test_acc"] == expected.accuracy
+        assert h.final["test_loss"] == pytest.approx(expected.loss, rel=1e-5)
+        assert h.final["test_error"] == pytest.approx(1 - expected.accuracy)
+
+
+def test_compile_trains_the_compiled_model(digits, monkeypatch):
+    """compile=True: the loop calls what torch.compile returns, and trains (and returns) the model given."""
+    calls, compiled = [], []
+
+    class Compiled(nn.Module):  # stands in for torch.compile's module: calls the model, counting the calls
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, x):
+            calls.append(len(x))
+            return self.module(x)
+
+    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or Compiled(module))
+    recipe = Recipe(epochs=1, batch_size=64, lr=0.05)
+    model, plain = linear_net(), linear_net()
+    fit(model, digits, recipe.replace(compile=True), progress=False, device="cpu")
+    fit(plain, digits, recipe, progress=False, device="cpu")
+    assert compiled == [model] and sum(calls) == 400  # every training image went through the compiled model
+    assert weights_equal(model, plain)
+
+
+def test_clipping_bounds_each_step(digits):
+    """clip_grad_norm=c: the gradient's norm is at most c, so a plain SGD step moves the weights by at most lr * c;
+    without clipping the same steps are longer."""
+    recipe = Recipe(epochs=1, batch_size=64, lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant",
+                    augment=False)
+
+    def step_lengths(recipe):
+        lengths, before = [], []
+        flat = lambda opt: torch.cat([p.detach().flatten() for g in opt.param_groups for p in g["params"]])  # noqa: E731
+        with each_step(before=lambda opt: before.append(flat(opt)),
+                       after=lambda opt: lengths.append((flat(opt) - before[-1]).norm().item())):
+            fit(linear_net(), digits, recipe, progress=False, device="cpu")
+        return lengths
+
+    clipped, free = step_lengths(recipe.replace(clip_grad_norm=0.01)), step_lengths(recipe)
+    assert len(clipped) == 7 and max(clipped) <= 0.1 * 0.01 * (1 + 1e-4)
+    assert min(free) > 0.1 * 0.01 * 2
+
+
+def test_gradient_norms_are_each_epochs_mean_over_its_steps(digits):
+    """The recorded norm of a layer is, per epoch, the mean over its steps of the norm of its weight's gradient
+    (taken before the step); a frozen layer, which has no gradient, records 0."""
+    model = linear_net()
+    model[1].bias.requires_grad_(False)
+    frozen = nn.Sequential(nn.Conv2d(1, 1, 1), nn.Flatten(), nn.Linear(64, 10))
+    frozen[0].requires_grad_(False)
+    for net, batch_size, steps in ((model, 64, 7), (frozen, 400, 1)):
+        per_step = []
+        with each_step(before=lambda opt, net=net, per_step=per_step: per_step.append(net[-1].weight.grad.norm().item())):
+            h = fit(net, digits, Recipe(epochs=2, batch_size=batch_size, lr=0.05, augment=False), progress=False,
+                    device="cpu", record_grad_norms=True)
+        assert len(per_step) == 2 * steps
+        last = "1" if net is model else "2"
+        means = [sum(per_step[:steps]) / steps, sum(per_step[steps:]) / steps]
+        assert h.grad_norms[last] == pytest.approx(means, rel=1e-5)
+    assert h.grad_norms["0"] == [0.0, 0.0]
+
+
+class TurnsNaN(nn.Module):
+    """A linear classifier whose outputs become NaN from its ``after``-th call on."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.fc, self.after, self.calls = nn.Linear(64, 10), after, 0
+
+    def forward(self, x):
+        self.calls += 1
+        out = self.fc(x.flatten(1))
+        return out * float("nan") if self.calls > self.after else out
+
+
+@pytest.mark.parametrize("after", [2, 49])
+def test_a_diverging_loss_stops_the_run_soon(digits, after):
+    """50 steps an epoch: a loss that turns NaN at the third step stops training within 20 steps, not at the end
+    of the epoch; one that turns NaN at the very last step still stops it, before the evaluation."""
+    model = TurnsNaN(after)
+    with pytest.raises(TrainingError, match=r"the training loss became nan in epoch 1: .* \(lr=0.01\)"):
+        fit(model, digits, Recipe(epochs=1, batch_size=8, lr=0.01), progress=False, device="cpu")
+    # the running loss is checked at the 1st, 21st, 41st ... step, and at the last
+    assert model.calls <= 21 if after < 20 else model.calls == 50
+
+
+def test_the_running_loss_and_accuracy_are_shown():
+    class Bar:
+        closed = False
+
+        def set_postfix(self, **shown):
+            self.shown = shown
+
+        def close(self):
+            self.closed = True
+
+    bar = Bar()
+    training.check_finite(torch.tensor([6.0, 3.0, 4.0]), 0, 0.1, bar)  # loss sum, right answers, images
+    assert bar.shown["loss"] == "1.500" and bar.shown["acc"] == "0.750" and not bar.closed
+    with pytest.raises(TrainingError, match=r"became inf in epoch 3: .* \(lr=0.5\)"):
+        training.check_finite(torch.tensor([float("inf"), 3.0, 4.0]), 2, 0.5, bar)
+    assert bar.closed
+
+
+def test_the_optimizer_follows_the_recipe():
+    model = nn.Linear(3, 2)
+    model.bias.requires_grad_(False)
+    opt = training.make_optimizer(model, lr=0.2, momentum=0.8, nesterov=True, weight_decay=0.0)
+    (group,) = opt.param_groups
+    assert (group["lr"], group["momentum"], group["nesterov"]) == (0.2, 0.8, True)
+    assert group["params"] == [model.weight]  # the frozen bias is not trained
+    head = training.make_optimizer(model, 0.2, 0.8, False, 0.0, param_groups=[{"params": [model.weight], "lr": 0.01}])
+    assert head.param_groups[0]["lr"] == 0.01 and head.param_groups[0]["momentum"] == 0.8
+
+
+def test_setup_alone_takes_fits_defaults(digits):
+    run = training.setup(tiny(), digits, Recipe(epochs=1), device="cpu")
+    assert run.recorder is None and run.history.config["seed"] == 0 and run.ema is None and run.tta_fill is None
+
+
+def test_the_device_asked_for_is_used_even_where_a_gpu_is_available(digits, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # fit(device="cpu") must not pick it
+    model = tiny()
+    h = fit(model, digits, Recipe(epochs=1, batch_size=128), progress=False, device="cpu")
+    assert len(h.epochs) == 1 and next(model.parameters()).device.type == "cpu"
+
+
+def test_any_data_source_trains_and_its_run_information_is_kept(digits):
+    """fit takes any data source with batches (``loader``), ``normalize`` and ``in_chans``: one without a name is
+    recorded as dataset None, and one that says how it was made (a folder's classes and preprocessing:
+    ``run_info``) has that recorded in the history's config, next to the recipe."""
+
+    class Source:  # the digits, without a name, with run information
+        run_info = {"classes": list(digits.classes), "preprocessing": {"resize": 8}}
+
+        def __getattr__(self, attr):
+            if attr == "name":
+                raise AttributeError(attr)
+            return getattr(digits, attr)
+
+    h = fit(linear_net(), Source(), Recipe(epochs=1, batch_size=128), progress=False, device="cpu")
+    assert h.config["preprocessing"] == {"resize": 8} and h.config["classes"] == list(digits.classes)
+    assert h.config["dataset"] is None and h.config["batch_size"] == 128
+
+
+def test_fit_trains_with_the_recipes_optimizer_and_schedule(digits):
+    """The recipe's SGD settings reach the optimizer fit steps with, and its schedule (warm-up, milestones, gamma)
+    sets the rate at every step: 7 steps an epoch, a warm-up over the first, then half the rate from epoch 3."""
+    recipe = Recipe(epochs=3, batch_size=64, lr=0.1, momentum=0.8, nesterov=True, weight_decay=1e-3,
+                    schedule="step", milestones=(2,), gamma=0.5, warmup_epochs=1)
+    settings = []
+    with each_step(before=lambda opt: settings.append({k: opt.param_groups[0][k]
+                                                       for k in ("lr", "momentum", "nesterov", "weight_decay")})):
+        h = fit(linear_net(), digits, recipe, progress=False, device="cpu")
+    assert {(s["momentum"], s["nesterov"], s["weight_decay"]) for s in settings} == {(0.8, True, 1e-3)}
+    lrs = [s["lr"] for s in settings]
+    assert lrs == pytest.approx([0.1 * k / 7 for k in range(1, 8)] + [0.1] * 7 + [0.05] * 7)
+    assert [row["lr"] for row in h.epochs] == pytest.approx([0.1 / 7, 0.1, 0.05])  # each epoch's first
+
+
+def test_the_running_loss_is_read_every_20_steps_and_at_the_end_of_an_epoch(digits, monkeypatch):
+    """Reading the running loss waits for the GPU: the loop does it at the 1st, 21st, 41st ... step and the last
+    (50 steps here), not at every step."""
+    checked = []
+    real = training.check_finite
+    monkeypatch.setattr(training, "check_finite", lambda totals, *a: checked.append(totals[2].item()) or real(totals, *a))
+    fit(linear_net(), digits, Recipe(epochs=1, batch_size=8, lr=0.01), progress=False, device="cpu")
+    assert checked == [8 * 1, 8 * 21, 8 * 41, 8 * 50]  # images seen by then
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_inside_torchrun_each_process_trains_on_its_share(digits, tmp_path, monkeypatch, capsys, rank):
+    """Two processes of a torchrun run (faked here: the DDP test itself takes half a minute): the model is wrapped
+    in DDP on the run's device, then the global generator seeded for this rank from the run's seed; the process
+    trains on its share of the batches, records the number of processes, and only rank 0 shows progress and
+    writes the checkpoint."""
+    wrapped, seeded, seen = [], [], []
+    monkeypatch.setattr(distributed, "rank_and_world", lambda: (rank, 2))
+    monkeypatch.setattr(distributed, "wrap_ddp", lambda model, device: wrapped.append((model, device)) or model)
+    monkeypatch.setattr(distributed, "seed_this_rank", seeded.append)
+    model, path = linear_net(), tmp_path / "checkpoint.pt"
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()) if m.training else None)
+    h = fit(model, digits, Recipe(epochs=1, batch_size=64, augment=False), seed=3, checkpoint_path=path, device="cpu")
+    assert wrapped == [(model, torch.device("cpu"))] and seeded == [shifted(3)]
+    share = digits.loader("train", 64, augment=False, device="cpu", seed=shifted(3), rank=rank, world_size=2)
+    batches = [x for x, _ in share]
+    assert len(seen) == len(batches) == 4 and all(torch.equal(a, b) for a, b in zip(seen, batches, strict=True))
+    assert h.config["world_size"] == 2
+    assert ("epoch 1/1" in capsys.readouterr().err) == (rank == 0) and path.exists() == (rank == 0)
