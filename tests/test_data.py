@@ -175,6 +175,21 @@ def _shifts(img, p, flips=False):
     return out + [o.flip(-1) for o in out] if flips else out
 
 
+def assert_shifts_and_flips(d, padding):
+    """``d``'s augmentation turns one image into its shifts by up to ``padding`` pixels, about half of them
+    mirrored (64 draws)."""
+    img = d.train.images[:1]
+    batch = d.augment(img.repeat(64, 1, 1, 1), torch.Generator().manual_seed(0))
+    plain, flipped = _shifts(img, padding), [s.flip(-1) for s in _shifts(img, padding)]
+    n_flipped = 0
+    for x in batch:
+        is_plain = any(torch.equal(x[None], s) for s in plain)
+        is_flipped = any(torch.equal(x[None], s) for s in flipped)
+        assert is_plain or is_flipped
+        n_flipped += is_flipped and not is_plain
+    assert 10 < n_flipped < 54
+
+
 def test_digit_augmentation_shifts_but_never_flips():
     d = load_dataset("digits")
     img = d.train.images[:1]  # augmentation comes before normalisation: the padding is black
@@ -218,16 +233,7 @@ def test_shift_rotate_shifts_first_then_turns():
 def test_cifar_augmentation_crops_and_flips(tmp_path, monkeypatch):
     write_cifar10_fixture(tmp_path, monkeypatch, n_per_batch=2)
     d = load_dataset("cifar10", data_dir=str(tmp_path), download=False)
-    img = d.train.images[:1]
-    batch = d.augment(img.repeat(64, 1, 1, 1), torch.Generator().manual_seed(0))
-    plain, flipped = _shifts(img, 4), [s.flip(-1) for s in _shifts(img, 4)]
-    n_flipped = 0
-    for x in batch:
-        is_plain = any(torch.equal(x[None], s) for s in plain)
-        is_flipped = any(torch.equal(x[None], s) for s in flipped)
-        assert is_plain or is_flipped
-        n_flipped += is_flipped and not is_plain
-    assert 10 < n_flipped < 54
+    assert_shifts_and_flips(d, padding=4)
 
 
 # --- Fashion-MNIST: Debian's package offline, torchvision's download online -----------------------------
@@ -328,16 +334,7 @@ def test_real_fashion_mnist_from_debians_package(tmp_path):
 
 def test_fashion_augmentation_shifts_and_flips(tmp_path, debian_fashion):
     d = load_dataset("fashion-mnist", data_dir=str(tmp_path / "data"))
-    img = d.train.images[:1]
-    batch = d.augment(img.repeat(64, 1, 1, 1), torch.Generator().manual_seed(0))
-    plain, flipped = _shifts(img, 2), [s.flip(-1) for s in _shifts(img, 2)]
-    n_flipped = 0
-    for x in batch:
-        is_plain = any(torch.equal(x[None], s) for s in plain)
-        is_flipped = any(torch.equal(x[None], s) for s in flipped)
-        assert is_plain or is_flipped
-        n_flipped += is_flipped and not is_plain
-    assert 10 < n_flipped < 54
+    assert_shifts_and_flips(d, padding=2)
 
 
 def test_subset_is_stratified():
