@@ -428,15 +428,18 @@ def unpack_fashion_mnist(source: str, raw: str) -> None:
                             "it") from None
 
 
+def _no_fashion_mnist(what: str) -> DataError:
+    """The one error for a Fashion-MNIST that is not there: ``what`` happened, and both ways to get it."""
+    return DataError(
+        f"{what}: install Debian's package (sudo apt-get install dataset-fashion-mnist, which puts it in "
+        f"{DEBIAN_FASHION_MNIST}), or allow the download (load_dataset('fashion-mnist', download=True) while "
+        "online), or use --dataset mnist5k"
+    )
+
 def download_fashion_mnist(data_dir: str) -> None:
     """Download Fashion-MNIST into ``data_dir`` with torchvision (which checks each file's MD5)."""
     if not _online(FASHION_MNIST_URL):
-        raise DataError(
-            f"no Fashion-MNIST in {data_dir!r}, and it cannot be downloaded (offline). Install Debian's package "
-            "(sudo apt-get install dataset-fashion-mnist: the files land in "
-            f"{DEBIAN_FASHION_MNIST}), or download it while online (load_dataset('fashion-mnist')), or use "
-            "--dataset mnist5k"
-        )
+        raise _no_fashion_mnist(f"no Fashion-MNIST in {data_dir!r}, and it cannot be downloaded (offline)")
     from torchvision.datasets import FashionMNIST  # lazy, for start-up time: see cifar10_problems
 
     try:
@@ -467,12 +470,8 @@ def load_fashion_mnist(data_dir: str | None = None, download: bool = True) -> Im
             download_fashion_mnist(data_dir)
             origin = FASHION_MNIST_URL
         else:
-            raise DataError(
-                f"no Fashion-MNIST in {raw!r} ({'; '.join(fashion_mnist_problems(raw))}) and none to unpack: "
-                f"install Debian's package (sudo apt-get install dataset-fashion-mnist, which puts it in "
-                f"{DEBIAN_FASHION_MNIST}), or allow the download (load_dataset('fashion-mnist', download=True) "
-                "while online), or use --dataset mnist5k"
-            )
+            raise _no_fashion_mnist(f"no Fashion-MNIST in {raw!r} ({'; '.join(fashion_mnist_problems(raw))}) "
+                                    "and none to unpack")
     try:
         splits = [FashionMNIST(data_dir, train=train, download=False) for train in (True, False)]
         for d in splits:
