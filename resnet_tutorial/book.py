@@ -9,9 +9,12 @@ everything), shows code with ``show_source(obj)``, times its experiments with
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import json
 import os
+import shutil
+import tempfile
 import textwrap
 import time
 from contextlib import contextmanager
@@ -38,6 +41,14 @@ def glue(name: str, value: Any, display: bool = True) -> None:
         return None
     myst_glue(name, value, display=display)
     return None
+
+
+def scratch_dir(prefix: str) -> str:
+    """A new, empty folder for a chapter's files (checkpoints, runs), deleted when the kernel exits, so that
+    executing the book again and again does not fill the temporary folder."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def choose(*, cpu: Any, gpu: Any, paper: Any) -> Any:

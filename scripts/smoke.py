@@ -15,7 +15,8 @@ bottom (nbclient, each kernel on one thread, ``--workers`` at a time) in each pr
   an error naming the URL;
 * ``RESNET_TUTORIAL_ONLINE=1``, so that the cells that only run online run too, on those stand-ins;
 * ``RESNET_TUTORIAL_MAX_STEPS`` (``--max-steps``) capping every training run, ``RESNET_TUTORIAL_SMOKE=1``
-  shrinking the appendix's timing loop (``resnet_tutorial.runtime``), and its own experiment cache;
+  shrinking the appendix's timing loop (``resnet_tutorial.runtime``), a few sizes in the chapters' code that
+  neither bounds (:data:`SHRINK`), and its own experiment cache;
 * ``RESNET_TUTORIAL_CHECKS=report``: a chapter's claim that does not hold on the fixture (random pixels and
   labels, a few steps) is printed and logged (``RESNET_TUTORIAL_CHECK_LOG``) instead of raised. Every other
   error fails the run.
@@ -49,6 +50,19 @@ TORCHVISION_WEIGHTS = ("ResNet18_Weights.IMAGENET1K_V1", "ResNet50_Weights.IMAGE
 #: The chapters size their batches and evaluations from the data, so a small fixture keeps the run short.
 N_PER_BATCH = 10
 SETUP_ID = "smoke-setup"
+#: Sizes the smoke run shrinks in a chapter's code, like the cap on training steps: the work of these cells is
+#: bounded neither by the steps nor by the fixture's size, and on a CPU at a GPU's sizes it would be most of
+#: the run (chapter 6's slopes along lines alone took a minute per profile). Each replacement must match its
+#: chapter's code exactly once, or the run stops: a chapter edit has to update it here.
+SHRINK: dict[str, list[tuple[str, str]]] = {
+    "06_gradient_measurements": [
+        ("STEPS = 256\n", "STEPS = 32\n"),
+        ("FIT_DEPTHS = (20, 32, 44, 56, 80, 110)", "FIT_DEPTHS = (20, 56, 110)"),
+    ],
+    "07_practice": [("for _ in range(choose(cpu=8, gpu=20, paper=20))", "for _ in range(choose(cpu=8, gpu=2, paper=2))")],
+    "10_tools_summary_faq": [("x = torch.randn(choose(cpu=8, gpu=64, paper=64), 3, 112, 112)",
+                              "x = torch.randn(choose(cpu=8, gpu=2, paper=2), 3, 112, 112)")],
+}
 #: The chapters that take longest here, started first (then the others in order), so that the two workers
 #: finish together.
 SLOW_FIRST = ("06_gradient_measurements", "08_fine_tuning", "07_practice", "04_from_scratch")
@@ -70,11 +84,18 @@ def setup_cell(md5: dict) -> str:
     ])
 
 
-def smoke_notebook(notebook: dict, md5: dict) -> dict:
-    """A copy of ``notebook`` with :func:`setup_cell` before its first cell."""
+def smoke_notebook(notebook: dict, md5: dict, shrink: list[tuple[str, str]] = ()) -> dict:
+    """A copy of ``notebook`` with :func:`setup_cell` before its first cell and the replacements ``shrink``
+    (see :data:`SHRINK`) made in its code; ValueError if one of them does not match exactly once."""
     nb = json.loads(json.dumps(notebook))
     for c in nb["cells"]:  # nbformat's JSON may split a source into lines
         c["source"] = "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+    for old, new in shrink:
+        cells = [c for c in nb["cells"] if c["cell_type"] == "code" and old in c["source"]]
+        if len(cells) != 1 or cells[0]["source"].count(old) != 1:
+            raise ValueError(f"smoke: SHRINK's {old!r} is in the chapter's code {sum(c['source'].count(old) for c in cells)} "
+                             "times, not once: update SHRINK in scripts/smoke.py to the chapter's code")
+        cells[0]["source"] = cells[0]["source"].replace(old, new)
     cell = {"cell_type": "code", "execution_count": None, "id": SETUP_ID, "metadata": {}, "outputs": [],
             "source": setup_cell(md5)}
     nb["cells"].insert(0, cell)
@@ -121,7 +142,8 @@ def execute(notebook: Path, md5_file: Path, out: Path, timeout: int) -> None:
     from nbclient import NotebookClient
 
     md5 = json.loads(md5_file.read_text())
-    nb = nbformat.from_dict(smoke_notebook(json.loads(notebook.read_text(encoding="utf-8")), md5))
+    source = json.loads(notebook.read_text(encoding="utf-8"))
+    nb = nbformat.from_dict(smoke_notebook(source, md5, SHRINK.get(notebook.stem, [])))
     with tempfile.TemporaryDirectory(prefix="smoke-") as folder:
         client = NotebookClient(nb, kernel_name="python3", timeout=timeout, allow_errors=False,
                                 resources={"metadata": {"path": folder}})

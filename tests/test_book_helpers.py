@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,3 +92,14 @@ def test_check_logs_every_claim_and_reports_instead_of_raising_only_when_asked(m
     monkeypatch.setenv("RESNET_TUTORIAL_CHECKS", "ignore")
     with pytest.raises(ValueError, match="'raise' or 'report'"):
         book.check("anything", True)
+
+
+def test_a_scratch_dir_is_new_and_gone_when_the_process_exits(tmp_path):
+    code = ("import os, sys; from resnet_tutorial.book import scratch_dir; "
+            "p = scratch_dir('chapter-'); assert os.listdir(p) == []; "
+            "open(os.path.join(p, 'run.pt'), 'w').write('x'); print(p)")
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    path = Path(out.stdout.strip())
+    assert path.parent == tmp_path and path.name.startswith("chapter-")
+    assert not path.exists()  # deleted at exit, with what the chapter wrote in it

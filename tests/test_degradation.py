@@ -41,6 +41,27 @@ def test_clean_training_view_tests_on_the_training_split(data):
     assert view.fingerprint() != data.fingerprint()  # and is cached apart from it
 
 
+def test_clean_training_view_of_a_few_per_class_keeps_the_training_split(data):
+    view = clean_training_view(data, n_per_class=3)
+    assert torch.equal(view.train.images, data.train.images)  # training is unchanged
+    assert torch.bincount(view.test.labels).tolist() == [3] * 10
+    # the measured images are training images, and the same ones every time
+    train_rows = {tuple(img.flatten().tolist()) for img in data.train.images}
+    assert all(tuple(img.flatten().tolist()) in train_rows for img in view.test.images)
+    assert torch.equal(clean_training_view(data, n_per_class=3).test.images, view.test.images)
+    assert view.fingerprint() != clean_training_view(data).fingerprint()
+
+
+def test_a_clean_subset_changes_the_measurement_not_the_training(data, one_thread):
+    full = degradation_experiment(data, ("plain20",), **KWARGS)["plain20"]
+    part = degradation_experiment(data, ("plain20",), clean_per_class=3, **KWARGS)["plain20"]
+    assert torch.equal(full[0].conv1.weight, part[0].conv1.weight)  # the same run, measured twice
+    view = clean_training_view(data, n_per_class=3)
+    clean = view.loader("test", 64, device="cpu")
+    assert part[1].final["clean_train_error"] == pytest.approx(1 - loss_and_accuracy(part[0], clean)[1])
+    assert part[1].final["test_error"] == pytest.approx(full[1].final["test_error"])
+
+
 def test_errors_are_measured_in_eval_mode_on_clean_images(data, one_thread):
     model, history = degradation_experiment(data, ("resnet20",), **KWARGS)["resnet20"]
     assert len(history.epochs) == 2
@@ -66,6 +87,8 @@ def test_seeds_differ_and_share_the_cache_with_a_single_seed_run(data, cache, on
     assert len(list(cache.glob("degradation-plain20-*.pt"))) == 2  # loaded, not trained again
     assert again[1].to_dict() == runs[0]["plain20"][1].to_dict()
     assert torch.equal(again[0].conv1.weight, w0)
+    # only the first seed records gradient norms (chapter 6 plots seed 0's)
+    assert runs[0]["plain20"][1].grad_norms and not runs[1]["plain20"][1].grad_norms
 
 
 def test_the_cpu_setup_has_seeds_and_states_its_steps():

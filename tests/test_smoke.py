@@ -146,3 +146,22 @@ def test_smoke_fails_on_an_error_and_reports_a_false_claim(tmp_path, monkeypatch
     assert "ValueError: a real bug" in out
     assert "gpu/01_claim.ipynb: a false claim" in out and "a true claim" not in out
     assert "failed: gpu/02_error.ipynb" in out
+
+
+@pytest.mark.parametrize("stem", sorted(smoke.SHRINK))
+def test_each_shrunk_size_is_in_its_chapter_once(stem):
+    notebook = json.loads((ROOT / "chapters" / f"{stem}.ipynb").read_text(encoding="utf-8"))
+    nb = smoke.smoke_notebook(notebook, md5={}, shrink=smoke.SHRINK[stem])
+    code = "".join(c["source"] for c in nb["cells"] if c["cell_type"] == "code")
+    for old, new in smoke.SHRINK[stem]:
+        assert old not in code and code.count(new) == 1
+
+
+def test_a_shrink_that_no_longer_matches_stops_the_run():
+    notebook = {"cells": [{"cell_type": "code", "source": ["STEPS = 128\n", "print(STEPS)"], "metadata": {},
+                           "outputs": [], "execution_count": None}], "metadata": {}, "nbformat": 4,
+                "nbformat_minor": 5}
+    with pytest.raises(ValueError, match="update SHRINK"):
+        smoke.smoke_notebook(notebook, md5={}, shrink=[("STEPS = 256\n", "STEPS = 32\n")])
+    nb = smoke.smoke_notebook(notebook, md5={}, shrink=[("STEPS = 128\n", "STEPS = 32\n")])
+    assert nb["cells"][1]["source"] == "STEPS = 32\nprint(STEPS)"

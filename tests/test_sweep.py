@@ -47,3 +47,18 @@ def test_a_claim_tuned_to_one_condition_fails_the_sweep(tmp_path):
                            "--conditions", "base"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "1 cell errors" in proc.stdout
     assert "broken on purpose" in (out / "sweep.md").read_text()
+
+
+def test_the_default_runs_cover_every_setting_and_combine_them():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import sweep
+
+    single = {c.name: c for c in sweep.CONDITIONS if ":" not in c.name}
+    runs = [next(c for c in sweep.CONDITIONS if c.name == n) for n in sweep.DEFAULT]
+    for name, cond in single.items():  # each setting is in at least one default run
+        assert any(cond.env.items() <= run.env.items() and cond.threads <= run.threads
+                   and (cond.threads == 1 or run.threads == cond.threads) for run in runs), name
+    both = sweep.combined("threads=2", "seed+1")
+    assert both.threads == 2 and both.workers == max(1, (sweep.os.cpu_count() or 2) // 2)
+    assert both.env == {"RESNET_TUTORIAL_SEED": "1"}
+    assert sweep.combined("avx2", "seed+2").env == {**single["avx2"].env, "RESNET_TUTORIAL_SEED": "2"}
