@@ -43,12 +43,24 @@ def glue(name: str, value: Any, display: bool = True) -> None:
     return None
 
 
+#: The folders :func:`scratch_dir` made in this process and not yet deleted.
+_SCRATCH: list[str] = []
+
+
 def scratch_dir(prefix: str) -> str:
-    """A new, empty folder for a chapter's files (checkpoints, runs), deleted when the kernel exits, so that
-    executing the book again and again does not fill the temporary folder."""
+    """A new, empty folder for a chapter's files (checkpoints, runs), deleted at the chapter's end by
+    :meth:`Chapter.report`, or when the kernel exits, so that executing the book again and again does not fill
+    the temporary folder (nbval kills its kernels, which then run no exit handler)."""
     path = tempfile.mkdtemp(prefix=prefix)
+    _SCRATCH.append(path)
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
+
+
+def remove_scratch_dirs() -> None:
+    """Delete every folder :func:`scratch_dir` made in this process."""
+    while _SCRATCH:
+        shutil.rmtree(_SCRATCH.pop(), ignore_errors=True)
 
 
 def choose(*, cpu: Any, gpu: Any, paper: Any) -> Any:
@@ -76,7 +88,8 @@ class Chapter:
             self.timings[label] = self.timings.get(label, 0.0) + time.perf_counter() - start
 
     def report(self) -> None:
-        """Print the chapter's timings and its total wall-clock time."""
+        """Print the chapter's timings and its total wall-clock time; delete the chapter's scratch folders."""
+        remove_scratch_dirs()
         total = time.perf_counter() - self.started
         print(f"{self.title}: ran on {describe_environment(self.device)}")
         for label, seconds in self.timings.items():

@@ -103,3 +103,14 @@ def test_a_scratch_dir_is_new_and_gone_when_the_process_exits(tmp_path):
     path = Path(out.stdout.strip())
     assert path.parent == tmp_path and path.name.startswith("chapter-")
     assert not path.exists()  # deleted at exit, with what the chapter wrote in it
+
+
+def test_the_chapter_report_deletes_its_scratch_dirs(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(book.tempfile, "tempdir", None)  # read TMPDIR again
+    first, second = book.scratch_dir("run-"), book.scratch_dir("photos-")
+    (Path(first) / "checkpoint.pt").write_text("x")
+    assert Path(first).parent == tmp_path and Path(second).is_dir()
+    book.Chapter(title="t", device=torch.device("cpu"), profile="cpu", seed=0).report()
+    assert not Path(first).exists() and not Path(second).exists()
+    assert "whole chapter" in capsys.readouterr().out
