@@ -13,8 +13,17 @@ the changed lines, so it survives unrelated edits). Lines starting with `raise` 
 wording of an error message is checked by its key phrase (`pytest.raises(..., match=...)`), not letter
 by letter.
 
-    python scripts/mutation.py                     # every core module (within an hour on 2 cores)
+Every module from scratch takes about two hours on two cores (checkpoint.py and training.py alone an hour), more
+than the hour one run may take. `--shard K/N` runs the K-th of N groups of modules balanced by the minutes each
+took (MINUTES), each group under LIMIT_MINUTES; `make mutation` runs shard MUTATION_SHARD of 3. The shards run in
+turn on one machine (each adds its modules to the same `_build/mutation/`, and the report covers every module
+run so far) or at once on several, whose `summary.json` files `--merge` turns into one report.
+
+    python scripts/mutation.py --shard 1/3         # the first of three groups of modules (under an hour)
+    python scripts/mutation.py --list-shards 3     # which modules each group holds, and its minutes
+    python scripts/mutation.py --merge */summary.json  # one report from the shards run on other machines
     python scripts/mutation.py checkpoint.py       # one module
+    python scripts/mutation.py                     # every core module (about two hours on 2 cores)
     python scripts/mutation.py --report-only       # rebuild the report from the last runs
     python scripts/mutation.py --rerun training.py # after new tests: only changed code and last survivors
 """
@@ -62,6 +71,51 @@ DESELECT = ["tests/test_cache_key.py::test_a_docstring_edit_keeps_the_key"]
 DO_NOT_MUTATE = [r"^\s*raise\b"]
 
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
+
+#: Minutes a whole run of each module took on the 2-core development machine (`--jobs 2`, niced beside other
+#: work: an upper bound), from `_build/mutation/seconds.json`. `--shard` balances the modules by these; a
+#: module missing here counts as LIMIT_MINUTES / 4. Update them after a module's tests change much.
+MINUTES: dict[str, float] = {
+    "checkpoint.py": 36.0,
+    "experiments.py": 7.3,
+    "gradflow.py": 10.0,
+    "evaluation.py": 3.0,
+    "training.py": 28.2,
+    "finetune.py": 1.9,
+    "data.py": 10.0,
+    "cli.py": 10.0,
+    "models/blocks.py": 5.0,
+    "models/resnet.py": 5.0,
+    "models/registry.py": 5.0,
+    "models/zoo.py": 5.0,
+    "models/weights.py": 5.0,
+}
+
+#: What one `make mutation` may take (the issue's bound): `--shard K/N` runs the K-th of N groups of modules,
+#: each group within this many minutes by MINUTES.
+LIMIT_MINUTES = 60.0
+
+
+def shards(modules: list[str], n: int, minutes: dict[str, float] = MINUTES) -> list[list[str]]:
+    """Split ``modules`` into ``n`` groups of about equal minutes (longest first, each into the group with the
+    fewest minutes so far); each group keeps the order of ``modules``. The same input gives the same groups on
+    every machine, so the jobs of a CI matrix agree on who runs what."""
+    cost = lambda m: minutes.get(m, LIMIT_MINUTES / 4)  # noqa: E731
+    groups: list[list[str]] = [[] for _ in range(n)]
+    totals = [0.0] * n
+    for module in sorted(modules, key=lambda m: (-cost(m), modules.index(m))):
+        k = totals.index(min(totals))
+        groups[k].append(module)
+        totals[k] += cost(module)
+    return [sorted(g, key=modules.index) for g in groups]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` (1 <= K <= N) as ``(K, N)``."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise ValueError(f"a shard is K/N with 1 <= K <= N, got {text!r}")
+    return int(match[1]), int(match[2])
 
 
 def mutmut_config(module: str, tests: list[str]) -> str:
@@ -209,9 +263,21 @@ def write_report(rows: list[dict], seconds: dict[str, float], out: Path) -> Path
             lines += ["  ```diff", *(f"  {ln}" for ln in s["lines"]), "  ```"]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
-    (out / "summary.json").write_text(json.dumps({"rows": [{k: v for k, v in r.items() if k != "survivors"}
-                                                            for r in rows], "seconds": seconds}, indent=1))
+    (out / "summary.json").write_text(json.dumps({"rows": rows, "seconds": seconds}, indent=1))
     return report
+
+
+def merge_summaries(paths: list[Path]) -> tuple[list[dict], dict[str, float]]:
+    """The rows and seconds of several runs' ``summary.json`` (the shards of a CI matrix), in MODULES' order; a
+    module in more than one takes the last file's row."""
+    rows, seconds = {}, {}
+    for path in paths:
+        summary = json.loads(Path(path).read_text())
+        rows.update({r["module"]: r for r in summary["rows"]})
+        seconds.update({m: s for m, s in summary["seconds"].items() if m in rows})
+    order = list(MODULES)
+    ordered = sorted(rows.values(), key=lambda r: order.index(r["module"]) if r["module"] in order else len(order))
+    return [{"survivors": [], **r} for r in ordered], seconds
 
 
 def main(argv=None) -> int:
@@ -222,12 +288,37 @@ def main(argv=None) -> int:
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from the last runs")
     parser.add_argument("--rerun", action="store_true",
                         help="keep the last results; test changed functions and the last survivors again")
+    parser.add_argument("--shard", metavar="K/N",
+                        help=f"run only the K-th of N groups of the modules, balanced by their minutes (MINUTES): "
+                             f"N such that each group is under {LIMIT_MINUTES:.0f} minutes (see --list-shards)")
+    parser.add_argument("--list-shards", type=int, metavar="N", help="print the N groups and their minutes, run nothing")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="SUMMARY",
+                        help="write one report from the summary.json of several runs (the shards), run nothing")
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         parser.error(f"not a core module: {', '.join(unknown)}; choose from {', '.join(MODULES)}")
     modules = args.modules or list(MODULES)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        rows, seconds = merge_summaries(args.merge)
+        report = write_report(rows, seconds, args.out)
+        print(report.read_text().split("\n## ")[0])
+        print(f"report: {report}")
+        return 0
+    if args.list_shards:
+        for k, group in enumerate(shards(modules, args.list_shards), 1):
+            total = sum(MINUTES.get(m, LIMIT_MINUTES / 4) for m in group)
+            print(f"{k}/{args.list_shards}: {total:.0f} minutes: {' '.join(group)}")
+        return 0
+    if args.shard:
+        try:
+            k, n = parse_shard(args.shard)
+        except ValueError as err:
+            parser.error(str(err))
+        modules = shards(modules, n)[k - 1]
+        print(f"shard {k}/{n}: {' '.join(modules)} (about {sum(MINUTES.get(m, LIMIT_MINUTES / 4) for m in modules):.0f} "
+              "minutes)", flush=True)
     times_file = args.out / "seconds.json"
     seconds = json.loads(times_file.read_text()) if times_file.exists() else {}
     if not args.report_only:
