@@ -184,15 +184,17 @@ def mutant_key(function: str, lines: list[str]) -> str:
 
 
 def equivalent_keys() -> dict[str, str]:
-    """The keys listed in tests/mutation_equivalent.md: ``"equivalent"``, or ``"gpu_only"`` for those under
-    the heading "Only a GPU ..." (mutants of CUDA-only lines, which the unit tests on CPUs never reach)."""
+    """The keys listed in tests/mutation_equivalent.md (in its list entries, wrapped lines included):
+    ``"equivalent"``, or ``"gpu_only"`` for those under the heading "Only a GPU ..." (mutants of CUDA-only
+    lines, which the unit tests on CPUs never reach)."""
     if not EQUIVALENT_FILE.exists():
         return {}
-    keys, kind = {}, "equivalent"
+    keys, kind, in_item = {}, "equivalent", False
     for line in EQUIVALENT_FILE.read_text().splitlines():
         if line.startswith("## "):
             kind = "gpu_only" if "GPU" in line else "equivalent"
-        for key in re.findall(r"`([0-9a-f]{10})`", line) if line.startswith("- ") else []:
+        in_item = line.startswith("- ") or (in_item and line.startswith("  "))  # an entry and its wrapped lines
+        for key in re.findall(r"`([0-9a-f]{10})`", line) if in_item else []:
             keys[key] = kind
     return keys
 

@@ -69,3 +69,16 @@ def test_the_report_merges_the_shards_summaries(tmp_path):
     assert [ln.split(" | ")[0] for ln in lines[1:]] == ["| checkpoint.py", "| data.py", "| **all**"]  # MODULES' order
     assert "| **all** | 20 | 19 | 0 | 0 | 1 | 95.0 % | 3.0 |" in report
     assert "## Survivors in data.py" in report and "`0000000000`" in report
+
+
+def test_equivalent_keys_are_read_from_entries_and_their_wrapped_lines(tmp_path, monkeypatch):
+    listed = tmp_path / "equivalent.md"
+    listed.write_text(
+        "# Title `aaaaaaaaaa` (not an entry)\n\n## Equivalent\n\n"
+        "- `0123456789` f: a reason that wraps onto\n  `abcdef0123` a second key.\n\n"
+        "Prose between entries: `bbbbbbbbbb` is not listed.\n\n"
+        "## Only a GPU can kill them\n\n- `9876543210` g: CUDA only.\n"
+    )
+    monkeypatch.setattr(mutation, "EQUIVALENT_FILE", listed)
+    assert mutation.equivalent_keys() == {"0123456789": "equivalent", "abcdef0123": "equivalent",
+                                          "9876543210": "gpu_only"}
