@@ -12,6 +12,8 @@ from resnet_tutorial.models import (
     BasicBlock,
     Bottleneck,
     PadShortcut,
+    PreActBasicBlock,
+    PreActBottleneck,
     ResNet,
     UnknownModelError,
     WeightsError,
@@ -19,6 +21,7 @@ from resnet_tutorial.models import (
     load_pretrained,
     model_family,
 )
+from resnet_tutorial.models.blocks import make_shortcut
 from resnet_tutorial.reference import parity_report, randomize_batchnorm
 
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
@@ -225,6 +228,49 @@ def test_zero_init_last_makes_a_block_the_identity(block):
     b.eval()
     x = torch.rand(2, channels, 8, 8)  # non-negative, as the output of the previous block's ReLU
     assert torch.equal(b(x), x)
+
+
+@pytest.mark.parametrize("block", [PreActBasicBlock, PreActBottleneck])
+def test_zero_init_last_makes_a_preact_block_the_identity_on_any_input(block):
+    """A pre-activation block adds its branch to x and applies nothing after: x, signed or not."""
+    torch.manual_seed(0)
+    channels = 16 * block.expansion
+    b = block(channels, 16).eval()
+    x = torch.randn(2, channels, 8, 8)
+    assert not torch.allclose(b(x), x)
+    b.zero_init_last()
+    assert torch.equal(b(x), x)
+
+
+@pytest.mark.parametrize("block", [PreActBasicBlock, PreActBottleneck])
+def test_a_preact_block_without_normalisation_adds_its_branch_to_its_input_untouched(block):
+    """With norm_layer=nn.Identity (gradflow.remove_batchnorm does the same) the branch begins with relu(x): it
+    must not turn the block's input, which the shortcut adds, into relu(x)."""
+    torch.manual_seed(0)
+    channels = 8 * block.expansion
+    b = block(channels, 8, norm_layer=nn.Identity)
+    b.zero_init_last()
+    x = torch.randn(2, channels, 4, 4)
+    given = x.clone()
+    assert torch.equal(b(given), x) and torch.equal(given, x)
+
+
+@pytest.mark.parametrize("block", [BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck])
+def test_a_block_by_default_keeps_the_shape_with_one_group_of_64_wide_channels_and_batch_norm(block):
+    channels = 64 * block.expansion
+    b = block(channels, 64)
+    x = torch.randn(2, channels, 4, 4)
+    assert b(x).shape == x.shape
+    assert all(c.stride == (1, 1) and c.groups == 1 for c in b.modules() if isinstance(c, nn.Conv2d))
+    assert b.conv2.in_channels == 64 and b.conv2.out_channels == 64  # planes: width_per_group 64
+    norms = [m for m in b.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == sum(isinstance(m, nn.Conv2d) for m in b.modules())
+
+
+def test_option_a_subsamples_without_widening():
+    sc = make_shortcut("A", 8, 8, 2)
+    x = torch.randn(2, 8, 6, 6)
+    assert isinstance(sc, PadShortcut) and torch.equal(sc(x), x[:, :, ::2, ::2])
 
 
 def test_zero_init_last_is_off_by_default_and_on_when_asked():
