@@ -267,6 +267,13 @@ def test_a_block_by_default_keeps_the_shape_with_one_group_of_64_wide_channels_a
     assert len(norms) == sum(isinstance(m, nn.Conv2d) for m in b.modules())
 
 
+def test_a_bottleneck_strides_its_3x3_by_default():
+    """ResNet v1.5, torchvision's and timm's: the stride on the 3x3, not on the first 1x1."""
+    b = Bottleneck(64, 16, stride=2, downsample=make_shortcut("B", 64, 64, 2))
+    assert b.conv1.stride == (1, 1) and b.conv2.stride == (2, 2)
+    assert b(torch.randn(1, 64, 8, 8)).shape == (1, 64, 4, 4)
+
+
 def test_option_a_subsamples_without_widening():
     sc = make_shortcut("A", 8, 8, 2)
     x = torch.randn(2, 8, 6, 6)
