@@ -14,6 +14,7 @@ from resnet_tutorial.models import (
     PadShortcut,
     PreActBasicBlock,
     PreActBottleneck,
+    PreActResNet,
     ResNet,
     UnknownModelError,
     WeightsError,
@@ -253,6 +254,19 @@ def test_a_preact_block_without_normalisation_adds_its_branch_to_its_input_untou
     x = torch.randn(2, channels, 4, 4)
     given = x.clone()
     assert torch.equal(b(given), x) and torch.equal(given, x)
+
+
+def test_a_preact_net_without_normalisation_leaves_every_block_output_as_it_was_made():
+    """Forward hooks and feature maps see what each block returned: the final ReLU must not change the last
+    block's output in place (without normalisation, final_bn(x) is that output itself)."""
+    torch.manual_seed(0)
+    net = PreActResNet(PreActBasicBlock, [1, 1], channels=(4, 8), stem="cifar", norm_layer=nn.Identity).eval()
+    kept = []
+    for stage in net.stages():
+        stage[-1].register_forward_hook(lambda module, args, out: kept.append((out, out.clone())))
+    net(torch.randn(2, 3, 8, 8))
+    assert len(kept) == 2 and all(torch.equal(out, copy) for out, copy in kept)
+    assert (kept[-1][1] < 0).any()  # there was something for a ReLU to change
 
 
 @pytest.mark.parametrize("block", [BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck])
