@@ -67,6 +67,21 @@ MODULES: dict[str, list[str]] = {
 #: a mutant anyway: the child inherits the mutant under test, so both sides of their comparison run it.)
 DESELECT = ["tests/test_cache_key.py::test_a_docstring_edit_keeps_the_key"]
 
+#: The largest nets' runs of the parity and forward tests, left out where models/ is mutated: each takes 1 to 20
+#: seconds, a surviving mutant pays for all of them (about a minute of the two minutes test_models.py and
+#: test_resnext.py take), and the same code is checked on the 18-, 34- and 50-layer nets and on
+#: resnext50_32x4d and wide_resnet50_2, which stay. Their stage tables (zoo.py) are checked by the parameter
+#: counts and state_dict shapes, which run for every model.
+LARGE_NETS = ("resnet101", "resnet152", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2", "resnet1202")
+MODULE_DESELECT: dict[str, list[str]] = {
+    module: [f"tests/{file}::{test}[{name}]" for file, test in (
+        ("test_models.py", "test_outputs_equal_both_libraries_in_both_directions"),
+        ("test_models.py", "test_every_registered_model_runs_forward_and_backward"),
+        ("test_resnext.py", "test_outputs_are_bit_identical_in_both_directions"),
+    ) for name in LARGE_NETS]
+    for module in MODULES if module.startswith("models/")
+}
+
 #: Lines never mutated (regular expressions): an exception's message is checked by its key phrase.
 DO_NOT_MUTATE = [r"^\s*raise\b"]
 
@@ -120,13 +135,14 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def mutmut_config(module: str, tests: list[str]) -> str:
     quote = lambda items: "[" + ", ".join(json.dumps(i) for i in items) + "]"  # noqa: E731
+    deselect = DESELECT + MODULE_DESELECT.get(module, [])
     return (
         "[tool.mutmut]\n"
         f'source_paths = ["{PACKAGE}"]\n'
         f'only_mutate = ["{PACKAGE}/{module}"]\n'
         f"do_not_mutate_patterns = {quote(DO_NOT_MUTATE)}\n"
         f"pytest_add_cli_args_test_selection = {quote('tests/' + t for t in tests)}\n"
-        f'pytest_add_cli_args = {quote(["-p", "no:cacheprovider", "-q", "-x", *(a for t in DESELECT for a in ("--deselect", t))])}\n'
+        f'pytest_add_cli_args = {quote(["-p", "no:cacheprovider", "-q", "-x", *(a for t in deselect for a in ("--deselect", t))])}\n'
         "\n[tool.pytest.ini_options]\n"
         'testpaths = ["tests"]\n'
         'markers = ["slow: tests that take more than a few seconds"]\n'

@@ -82,3 +82,14 @@ def test_equivalent_keys_are_read_from_entries_and_their_wrapped_lines(tmp_path,
     monkeypatch.setattr(mutation, "EQUIVALENT_FILE", listed)
     assert mutation.equivalent_keys() == {"0123456789": "equivalent", "abcdef0123": "equivalent",
                                           "9876543210": "gpu_only"}
+
+
+def test_the_large_nets_left_out_of_the_models_runs_are_registered_and_only_the_large_ones():
+    import resnet_tutorial as rt
+
+    assert set(mutation.LARGE_NETS) <= set(rt.list_models())
+    assert {"resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2"}.isdisjoint(mutation.LARGE_NETS)
+    config = mutation.mutmut_config("models/zoo.py", mutation.MODULES["models/zoo.py"])
+    assert "test_outputs_equal_both_libraries_in_both_directions[resnet152]" in config
+    assert "[resnet50]" not in config
+    assert "resnet152" not in mutation.mutmut_config("training.py", mutation.MODULES["training.py"])
