@@ -115,6 +115,9 @@ def test_bottleneck_width_follows_torchvision_rule():
             assert b.conv3.out_channels == 256
     x = torch.randn(2, 256, 8, 8)
     assert Bottleneck(256, 64, groups=32, width_per_group=4)(x).shape == x.shape
+    from resnet_tutorial.models.blocks import bottleneck_width
+
+    assert bottleneck_width(64) == 64 and bottleneck_width(128) == 128  # by default ResNet's: the planes
 
 
 @pytest.mark.parametrize("block", [BasicBlock, PreActBasicBlock])
