@@ -175,13 +175,31 @@ def run_module(module: str, out: Path, jobs: int, rerun: bool = False) -> float:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RESNET_TUTORIAL_CACHE": str(work / "cache")}
     env.pop("PYTHONPATH", None)  # the copy in `mutants/` must be the package the tests import
     t0 = time.perf_counter()
+    before = function_hashes(work)
     with open(out / f"{work.name}.log", "a" if rerun else "w") as log:
-        for names in [[], survivors] if survivors else [[]]:
-            rc = subprocess.call([str(mutmut), "run", "--max-children", str(jobs), *names], cwd=work, env=env,
+        for phase in ("changed", "survivors") if survivors else ("changed",):
+            if phase == "survivors":  # those of functions mutmut has just tested again are done
+                after = function_hashes(work)
+                names = [n for n in survivors if before.get(_function_of(n)) == after.get(_function_of(n))]
+                if not names:
+                    break
+            rc = subprocess.call([str(mutmut), "run", "--max-children", str(jobs),
+                                  *(names if phase == "survivors" else [])], cwd=work, env=env,
                                  stdout=log, stderr=subprocess.STDOUT)
             if rc != 0:
                 print(f"  mutmut failed on {module} (exit {rc}); see {out / (work.name + '.log')}", file=sys.stderr)
     return time.perf_counter() - t0
+
+
+def function_hashes(work: Path) -> dict[str, str]:
+    """mutmut's hash of each mutated function's source, from its last run (empty before the first)."""
+    stats = work / "mutants" / "mutmut-stats.json"
+    return json.loads(stats.read_text()).get("function_hashes", {}) if stats.exists() else {}
+
+
+def _function_of(mutant: str) -> str:
+    """``"pkg.mod.x_f__mutmut_3"`` -> ``"pkg.mod.x_f"``: the function a mutant belongs to."""
+    return mutant.split("__mutmut_")[0]
 
 
 def changed_lines(work: Path, module: str, name: str) -> list[str]:

@@ -93,3 +93,9 @@ def test_the_large_nets_left_out_of_the_models_runs_are_registered_and_only_the_
     assert "test_outputs_equal_both_libraries_in_both_directions[resnet152]" in config
     assert "[resnet50]" not in config
     assert "resnet152" not in mutation.mutmut_config("training.py", mutation.MODULES["training.py"])
+
+
+def test_a_mutant_belongs_to_its_function():
+    assert mutation._function_of("resnet_tutorial.data.xǁImageDataǁaugment__mutmut_29") == \
+        "resnet_tutorial.data.xǁImageDataǁaugment"
+    assert mutation._function_of("resnet_tutorial.data.x__online__mutmut_1") == "resnet_tutorial.data.x__online"
