@@ -147,6 +147,25 @@ def test_list_models_filters():
     assert len(rt.list_models()) == 25
 
 
+def test_a_registered_factory_is_listed_built_and_described_by_its_family(monkeypatch):
+    """register_model, as the zoo uses it: the factory is found by its name, in its family, with its class's
+    arguments; a name registered twice is refused."""
+    from resnet_tutorial.models import registry
+
+    for table in ("_MODELS", "_FAMILY", "_CLASS"):  # leave the registry as it was
+        monkeypatch.setattr(registry, table, dict(getattr(registry, table)))
+
+    def tiny_net(**kwargs):
+        return ResNet(BasicBlock, [1], channels=(4,), stem="cifar", **kwargs)
+
+    registry.register_model("tiny")(tiny_net)
+    assert rt.list_models(family="tiny") == ["tiny_net"] and model_family("tiny_net") == "tiny"
+    assert "num_classes" in registry.model_arguments("tiny_net")  # the class's arguments, through **kwargs
+    assert rt.create_model("tiny_net", num_classes=3).fc.out_features == 3
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register_model("tiny")(tiny_net)
+
+
 def test_unknown_model_names_the_closest_ones():
     with pytest.raises(UnknownModelError, match="'resnet50'") as info:
         rt.create_model("resnet05")
