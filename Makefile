@@ -70,7 +70,7 @@ help:
 	@echo "make smoke            execute every chapter in the gpu and paper profiles on the CPU (fixture data)"
 	@echo "make constraints      rewrite constraints.txt from what .venv has installed"
 	@echo "make sweep            every chapter under several conditions (threads, CPU kernels, seeds): _build/sweep"
-	@echo "make mutation         mutation testing of the package's core (report in _build/mutation/report.md)"
+	@echo "make mutation         mutation testing of the core, one of 4 shards of under an hour (MUTATION_SHARD=1..4; report in _build/mutation/report.md)"
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -187,15 +187,23 @@ colab-sim: setup check-notebooks
 	$(BIN)/python scripts/colab_sim.py --workdir $(COLAB_SIM_DIR) --workers $(COLAB_SIM_WORKERS) $(CHAPTERS_NB) \
 	  $(COLAB_SIM_ZH)
 
-# Mutation testing of the package's core with mutmut (not part of `make test`: under an hour on two cores).
-# Each module is mutated in a copy under _build/mutation/work/ and tested by its own test files (the table in
-# scripts/mutation.py); the survivors are in _build/mutation/report.md. MUTATION_MODULES picks modules
-# (e.g. MUTATION_MODULES="checkpoint.py training.py"); it runs niced, beside other work.
+# Mutation testing of the package's core with mutmut (not part of `make test`). Each module is mutated in a copy
+# under _build/mutation/work/ and tested by its own test files (the table in scripts/mutation.py); the survivors
+# are in _build/mutation/report.md. All the modules take about three hours on two cores (MINUTES in the script:
+# measured, or estimated where no full run has finished), so `make mutation` runs one of MUTATION_SHARDS groups
+# of modules balanced by those minutes, each under an hour: MUTATION_SHARD=1 (the default) to 4 in turn add their
+# modules to one report (it covers every module run so far), or run at the same time on four machines, and
+# `python scripts/mutation.py --merge a/summary.json b/summary.json ...` writes one report from theirs.
+# `scripts/mutation.py --list-shards 4` prints the groups. MUTATION_MODULES picks modules instead (e.g.
+# MUTATION_MODULES="checkpoint.py training.py"). It runs niced, beside other work.
 MUTATION_MODULES ?=
+MUTATION_SHARDS  ?= 4
+MUTATION_SHARD   ?= 1
 MUTATION_JOBS    ?= 2
 mutation: setup
 	$(PIP_INSTALL) -e '.[mutation]'
-	nice -n 15 $(BIN)/python scripts/mutation.py --jobs $(MUTATION_JOBS) $(MUTATION_MODULES)
+	nice -n 15 $(BIN)/python scripts/mutation.py --jobs $(MUTATION_JOBS) \
+	  $(if $(MUTATION_MODULES),$(MUTATION_MODULES),--shard $(MUTATION_SHARD)/$(MUTATION_SHARDS))
 
 # The gpu and paper profiles, which CI cannot run on a GPU, executed on the CPU (scripts/smoke.py): CIFAR-10
 # from a fixture in the official format, torchvision's weights as random-valued files in torch's hub cache,

@@ -6,9 +6,12 @@ trained net at the end, several seeds, and the cache shared with chapter 6.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
+from resnet_tutorial import create_model
 from resnet_tutorial.data import load_dataset
 from resnet_tutorial.evaluation import loss_and_accuracy
 from resnet_tutorial.gradflow import (
@@ -17,6 +20,7 @@ from resnet_tutorial.gradflow import (
     degradation_experiment,
     degradation_seeds,
 )
+from resnet_tutorial.runtime import seed_everything
 from resnet_tutorial.training import Recipe
 
 KWARGS = dict(channels=(2, 4, 8), recipe=Recipe(epochs=2, batch_size=32), progress=False)
@@ -39,6 +43,7 @@ def test_clean_training_view_tests_on_the_training_split(data):
     assert torch.equal(view.test.labels, data.train.labels)
     assert len(data.test) == 40 and data.test is not data.train  # the original is untouched
     assert view.fingerprint() != data.fingerprint()  # and is cached apart from it
+    assert data.name in view.name and "clean train" in view.name  # and says what it is
 
 
 def test_clean_training_view_of_a_few_per_class_keeps_the_training_split(data):
@@ -96,3 +101,70 @@ def test_the_cpu_setup_has_seeds_and_states_its_steps():
     assert len(cpu["seeds"]) >= 3 and len(set(cpu["seeds"])) == len(cpu["seeds"])
     steps = cpu["recipe"].epochs * -(-4000 // cpu["recipe"].batch_size)
     assert steps == 378  # what the comment above DEGRADATION_SETUP and chapter 2 say
+
+
+def test_what_each_net_is_trained_and_measured_with(data, monkeypatch):
+    """Each net is built for the data (its classes and channels) from the seed, trained by cached_fit with the
+    seed, gradient norms, device and progress asked for, on the clean training view; fit's test metrics become
+    the clean training ones, and the final test is measured with the recipe's autocast (fit stood in for)."""
+    from resnet_tutorial import gradflow
+    from resnet_tutorial.data import Split
+    from resnet_tutorial.training import History
+
+    three = torch.isin(data.train.labels, torch.tensor([0, 1, 2]))
+    test3 = torch.isin(data.test.labels, torch.tensor([0, 1, 2]))
+    data = replace(data, classes=["0", "1", "2"], train=Split(data.train.images[three], data.train.labels[three]),
+                   test=Split(data.test.images[test3], data.test.labels[test3]))
+    fits, measured = [], []
+
+    def fake_fit(model, view, recipe, **kwargs):
+        fits.append((model, view, recipe, kwargs))
+        return History(epochs=[{"loss": 2.0, "test_loss": 1.5, "test_error": 0.5, "test_acc": 0.5},
+                               {"loss": 1.0, "test_loss": 0.7, "test_error": 0.2, "test_acc": 0.8}])
+
+    def spy(model, loader, **kwargs):
+        measured.append(kwargs)
+        return loss_and_accuracy(model, loader, **kwargs)
+
+    monkeypatch.setattr(gradflow, "cached_fit", fake_fit)
+    monkeypatch.setattr(gradflow, "loss_and_accuracy", spy)
+    recipe = Recipe(epochs=2, batch_size=32, amp=True)
+    runs = degradation_experiment(data, ("plain20", "resnet20"), channels=(2, 4, 8), recipe=recipe, seed=5,
+                                  device="cpu", progress=False)
+    assert list(runs) == ["plain20", "resnet20"] and len(fits) == 2
+    for (model, view, fitted_recipe, kwargs), name in zip(fits, runs, strict=True):
+        assert model is runs[name][0] and model.num_classes == 3 and model.conv1.in_channels == 1
+        assert model.fc.out_features == 3 and model.layer3[0].conv1.out_channels == 8
+        assert torch.equal(view.test.images, data.train.images) and fitted_recipe is recipe
+        assert kwargs == dict(tag=f"degradation-{name}", seed=5, record_grad_norms=True,
+                              device=torch.device("cpu"), progress=False)
+    seed_everything(5)  # the seed shifted as every run's is (RESNET_TUTORIAL_SEED)
+    assert torch.equal(runs["plain20"][0].conv1.weight, create_model("plain20", channels=(2, 4, 8), in_chans=1,
+                                                                     num_classes=3).conv1.weight)
+    history = runs["resnet20"][1]
+    assert history.epochs[0] == {"loss": 2.0, "clean_train_loss": 1.5, "clean_train_error": 0.5}
+    # bf16 autocast on a CPU, as the recipe trains; the last row gets the test split's loss and accuracy
+    assert measured[-1] == dict(amp=True, amp_dtype=torch.bfloat16)
+    test = data.loader("test", 512, device="cpu")
+    loss, acc = loss_and_accuracy(runs["resnet20"][0], test, amp=True, amp_dtype=torch.bfloat16)
+    final = history.final
+    assert final["clean_train_loss"] == 0.7 and "test_acc" in final
+    assert final["test_loss"] == pytest.approx(loss, rel=1e-5) and final["test_acc"] == acc
+    assert final["test_error"] == 1 - acc
+    degradation_experiment(data, ("resnet20",), channels=(2, 4, 8), recipe=replace(recipe, amp=False))
+    assert fits[-1][3]["seed"] == 0 and fits[-1][3]["progress"] is True  # the defaults: chapter 6's call
+    assert measured[-1] == dict(amp=False, amp_dtype=torch.bfloat16)
+
+
+def test_degradation_seeds_trains_the_last_seed_first(data, monkeypatch):
+    """A notebook that needs only seed 0 (chapter 6) finds it trained by a notebook running all seeds at the
+    same time no sooner than at the end; the result is in the seeds' order and passes everything on."""
+    from resnet_tutorial import gradflow
+
+    calls = []
+    monkeypatch.setattr(gradflow, "degradation_experiment",
+                        lambda data, names, **kw: calls.append((names, kw)) or {"seed": kw["seed"]})
+    runs = degradation_seeds(data, ("plain20",), seeds=(0, 2, 1), recipe="r")
+    assert [kw["seed"] for _, kw in calls] == [2, 1, 0]
+    assert list(runs) == [0, 1, 2] and all(runs[s] == {"seed": s} for s in runs)
+    assert all(names == ("plain20",) and kw["recipe"] == "r" for names, kw in calls)

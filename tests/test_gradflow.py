@@ -19,6 +19,7 @@ from resnet_tutorial.gradflow import (
     slopes_along_line,
 )
 from resnet_tutorial.models import BasicBlock, PreActBasicBlock, ResNet
+from resnet_tutorial.models.blocks import Bottleneck, PreActBottleneck, make_shortcut
 
 
 def test_cifar_net_matches_registered_models():
@@ -32,6 +33,17 @@ def test_cifar_net_matches_registered_models():
     pre = cifar_net(20, preact=True, channels=(8, 16, 32), in_chans=1)
     assert all(isinstance(b, PreActBasicBlock) for _, b in named_blocks(pre))
     assert pre(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_cifar_net_without_batchnorm_has_the_same_convolutions():
+    torch.manual_seed(0)
+    with_bn = cifar_net(20, channels=(4, 8, 16))
+    torch.manual_seed(0)
+    without = cifar_net(20, channels=(4, 8, 16), batchnorm=False)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in without.modules())
+    convs = {k: v for k, v in with_bn.state_dict().items() if "bn" not in k}
+    assert list(without.state_dict()) == list(convs)
+    assert all(torch.equal(without.state_dict()[k], v) for k, v in convs.items())
 
 
 @pytest.mark.parametrize("depth", [19, 4])
@@ -69,6 +81,28 @@ def test_changes_shape():
     assert flags["layer1.0"] is False
     assert flags["layer2.0"] is True and flags["layer3.0"] is True
     assert flags["layer2.1"] is False
+
+
+def test_changes_shape_is_whether_the_output_has_another_shape():
+    """Widening, striding or both, for basic and bottleneck blocks (the bottleneck's stride is on its 3x3, its
+    widening on its last 1x1), against the shape the block really outputs."""
+    bn = nn.BatchNorm2d
+    blocks = [
+        BasicBlock(4, 4),
+        BasicBlock(4, 8, 1, make_shortcut("B", 4, 8, 1, bn)),  # wider, same size
+        BasicBlock(4, 4, 2, make_shortcut("B", 4, 4, 2, bn)),  # smaller, same width
+        Bottleneck(16, 4),  # 16 -> 4 -> 4 -> 16: the identity block of a ResNet-50 stage
+        Bottleneck(16, 4, 2, make_shortcut("B", 16, 16, 2, bn)),
+        Bottleneck(8, 4, 1, make_shortcut("B", 8, 16, 1, bn)),
+        PreActBottleneck(16, 4),
+        PreActBottleneck(16, 4, 2, make_shortcut("B", 16, 16, 2, bn)),
+    ]
+    x = torch.randn(2, 16, 8, 8)
+    for block in blocks:
+        inp = x[:, : block.conv1.in_channels]
+        with torch.no_grad():
+            out = block.eval()(inp)
+        assert changes_shape(block) == (out.shape != inp.shape), block
 
 
 def test_deleted_residual_block_is_its_shortcut():
@@ -136,14 +170,16 @@ def test_delete_block_restores_the_model():
 
 
 class _TinyData:
-    """Just enough of ImageData for evaluate_accuracy: a test loader of (x, y) batches."""
+    """Just enough of ImageData for evaluate_accuracy: a test loader of (x, y) batches (and a training split
+    of other images, which no accuracy here may read)."""
 
     def __init__(self, x, y):
-        self.x, self.y = x, y
+        self.splits = {"test": (x, y), "train": (torch.full_like(x, float("nan")), y)}
 
     def loader(self, split, batch_size, device):
-        for i in range(0, len(self.y), batch_size):
-            yield self.x[i : i + batch_size].to(device), self.y[i : i + batch_size].to(device)
+        x, y = self.splits[split]
+        for i in range(0, len(y), batch_size):
+            yield x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
 
 
 def test_deletion_study_rows():
@@ -157,6 +193,8 @@ def test_deletion_study_rows():
     rows = deletion_study(model, data, batch_size=7)
     assert rows[0] == {"name": "none", "changes_shape": False, "accuracy": 1.0}
     assert [r["name"] for r in rows[1:]] == [n for n, _ in named_blocks(model)]
+    assert [r["changes_shape"] for r in rows[1:]] == [changes_shape(b) for _, b in named_blocks(model)]
+    assert rows[1 + 3]["name"] == "layer2.0" and rows[1 + 3]["changes_shape"] is True
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
     plain = cifar_net(20, residual=False, channels=(4, 8, 16), in_chans=1)
     names = [r["name"] for r in deletion_study(plain, data, batch_size=7)[1:]]
@@ -183,11 +221,44 @@ def test_gradient_profile():
     assert list(prof["blocks"]) == [n for n, _ in named_blocks(model)] + ["features"]
     assert prof["blocks"]["layer1.0"].shape == (4, 4, 12, 12)
     assert prof["blocks"]["features"].shape == (4, 16, 3, 3)
+    # "features": the gradient with respect to the last block's output, which the net pools and classifies:
+    # d loss / d features = (softmax - one-hot) / batch @ fc.weight, spread evenly over the 3 x 3 positions.
+    with torch.no_grad():
+        p = torch.softmax(model(x), 1) - nn.functional.one_hot(y, 10)
+    expected = (p / len(y) @ model.fc.weight)[:, :, None, None].expand(4, 16, 3, 3) / 9
+    torch.testing.assert_close(prof["blocks"]["features"], expected)
+    assert (prof["blocks"]["features"] - prof["blocks"]["layer3.2"]).abs().max() > 1e-3  # not the block's input
     # Zero residual branches: every block is the identity (after its ReLU) and passes the gradient on
     # unchanged wherever its input is positive.
     model = cifar_net(20, channels=(4, 8, 16), in_chans=1, zero_init_last=True).eval()
     g = gradient_profile(model, x, y)["blocks"]
     assert torch.allclose(g["layer1.1"], g["layer1.2"]) and torch.allclose(g["layer3.1"], g["layer3.2"])
+
+
+def test_gradient_profile_of_a_net_with_a_deleted_block_leaves_out_its_weights():
+    """The deleted block's layers take no part in the forward pass: they get no gradient and no norm."""
+    from resnet_tutorial.gradflow import gradient_profile
+
+    torch.manual_seed(0)
+    model = cifar_net(20, channels=(4, 8, 16), in_chans=1).eval()
+    x, y = torch.randn(4, 1, 12, 12), torch.tensor([0, 1, 2, 3])
+    full = gradient_profile(model, x, y)["weights"]
+    with delete_block(model, "layer2.1"):
+        weights = gradient_profile(model, x, y)["weights"]
+    assert set(full) - set(weights) == {"layer2.1.conv1", "layer2.1.conv2"}
+    assert set(weights) < set(full)
+
+
+def test_is_residual_for_a_block_without_a_flag():
+    """A block that has no ``residual`` setting (torchvision's) has its shortcut: it counts as residual."""
+    from resnet_tutorial.gradflow import is_residual
+
+    class Foreign(nn.Module):
+        def forward(self, x):
+            return x
+
+    assert is_residual(Foreign())
+    assert not is_residual(cifar_net(20, residual=False, channels=(2, 4, 8)).layer1[0])
 
 
 def test_degradation_experiment_trains_once_then_loads(tmp_path, monkeypatch):
@@ -221,6 +292,9 @@ def test_lag_correlation_tells_white_noise_from_smooth_signals():
     assert lag_correlation(smooth, lag=100) < lag_correlation(smooth, lag=10) < lag_correlation(smooth)
     alternating = torch.tensor([1.0, -1.0] * 50)
     assert lag_correlation(alternating) == pytest.approx(-0.99)
+    # An offset is no part of the signal's shape: its mean is taken out first.
+    assert lag_correlation(alternating + 5) == pytest.approx(-0.99)
+    assert lag_correlation(smooth + 3, lag=10) == pytest.approx(lag_correlation(smooth, lag=10), abs=1e-4)
 
 
 def test_slopes_along_line_is_the_derivative_along_the_line():
@@ -231,6 +305,10 @@ def test_slopes_along_line_is_the_derivative_along_the_line():
     slopes = slopes_along_line(linear, start, end, steps=10, output=2)
     assert slopes.shape == (10,)
     assert torch.allclose(slopes, expected.expand(10), atol=1e-5)
+    # By default: 256 points, of the first output.
+    first = (linear[1].weight[0] * (end - start).flatten()).sum()
+    slopes = slopes_along_line(linear, start, end)
+    assert slopes.shape == (256,) and torch.allclose(slopes, first.expand(256), atol=1e-5)
     # A smooth net: the slopes match finite differences of f(t) along the line.
     net = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 2)).double()
     start, end = start.double(), end.double()

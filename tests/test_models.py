@@ -12,6 +12,9 @@ from resnet_tutorial.models import (
     BasicBlock,
     Bottleneck,
     PadShortcut,
+    PreActBasicBlock,
+    PreActBottleneck,
+    PreActResNet,
     ResNet,
     UnknownModelError,
     WeightsError,
@@ -19,6 +22,7 @@ from resnet_tutorial.models import (
     load_pretrained,
     model_family,
 )
+from resnet_tutorial.models.blocks import make_shortcut
 from resnet_tutorial.reference import parity_report, randomize_batchnorm
 
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
@@ -143,6 +147,25 @@ def test_list_models_filters():
     assert len(rt.list_models()) == 25
 
 
+def test_a_registered_factory_is_listed_built_and_described_by_its_family(monkeypatch):
+    """register_model, as the zoo uses it: the factory is found by its name, in its family, with its class's
+    arguments; a name registered twice is refused."""
+    from resnet_tutorial.models import registry
+
+    for table in ("_MODELS", "_FAMILY", "_CLASS"):  # leave the registry as it was
+        monkeypatch.setattr(registry, table, dict(getattr(registry, table)))
+
+    def tiny_net(**kwargs):
+        return ResNet(BasicBlock, [1], channels=(4,), stem="cifar", **kwargs)
+
+    registry.register_model("tiny")(tiny_net)
+    assert rt.list_models(family="tiny") == ["tiny_net"] and model_family("tiny_net") == "tiny"
+    assert "num_classes" in registry.model_arguments("tiny_net")  # the class's arguments, through **kwargs
+    assert rt.create_model("tiny_net", num_classes=3).fc.out_features == 3
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register_model("tiny")(tiny_net)
+
+
 def test_unknown_model_names_the_closest_ones():
     with pytest.raises(UnknownModelError, match="'resnet50'") as info:
         rt.create_model("resnet05")
@@ -225,6 +248,69 @@ def test_zero_init_last_makes_a_block_the_identity(block):
     b.eval()
     x = torch.rand(2, channels, 8, 8)  # non-negative, as the output of the previous block's ReLU
     assert torch.equal(b(x), x)
+
+
+@pytest.mark.parametrize("block", [PreActBasicBlock, PreActBottleneck])
+def test_zero_init_last_makes_a_preact_block_the_identity_on_any_input(block):
+    """A pre-activation block adds its branch to x and applies nothing after: x, signed or not."""
+    torch.manual_seed(0)
+    channels = 16 * block.expansion
+    b = block(channels, 16).eval()
+    x = torch.randn(2, channels, 8, 8)
+    assert not torch.allclose(b(x), x)
+    b.zero_init_last()
+    assert torch.equal(b(x), x)
+
+
+@pytest.mark.parametrize("block", [PreActBasicBlock, PreActBottleneck])
+def test_a_preact_block_without_normalisation_adds_its_branch_to_its_input_untouched(block):
+    """With norm_layer=nn.Identity (gradflow.remove_batchnorm does the same) the branch begins with relu(x): it
+    must not turn the block's input, which the shortcut adds, into relu(x)."""
+    torch.manual_seed(0)
+    channels = 8 * block.expansion
+    b = block(channels, 8, norm_layer=nn.Identity)
+    b.zero_init_last()
+    x = torch.randn(2, channels, 4, 4)
+    given = x.clone()
+    assert torch.equal(b(given), x) and torch.equal(given, x)
+
+
+def test_a_preact_net_without_normalisation_leaves_every_block_output_as_it_was_made():
+    """Forward hooks and feature maps see what each block returned: the final ReLU must not change the last
+    block's output in place (without normalisation, final_bn(x) is that output itself)."""
+    torch.manual_seed(0)
+    net = PreActResNet(PreActBasicBlock, [1, 1], channels=(4, 8), stem="cifar", norm_layer=nn.Identity).eval()
+    kept = []
+    for stage in net.stages():
+        stage[-1].register_forward_hook(lambda module, args, out: kept.append((out, out.clone())))
+    net(torch.randn(2, 3, 8, 8))
+    assert len(kept) == 2 and all(torch.equal(out, copy) for out, copy in kept)
+    assert (kept[-1][1] < 0).any()  # there was something for a ReLU to change
+
+
+@pytest.mark.parametrize("block", [BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck])
+def test_a_block_by_default_keeps_the_shape_with_one_group_of_64_wide_channels_and_batch_norm(block):
+    channels = 64 * block.expansion
+    b = block(channels, 64)
+    x = torch.randn(2, channels, 4, 4)
+    assert b(x).shape == x.shape
+    assert all(c.stride == (1, 1) and c.groups == 1 for c in b.modules() if isinstance(c, nn.Conv2d))
+    assert b.conv2.in_channels == 64 and b.conv2.out_channels == 64  # planes: width_per_group 64
+    norms = [m for m in b.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == sum(isinstance(m, nn.Conv2d) for m in b.modules())
+
+
+def test_a_bottleneck_strides_its_3x3_by_default():
+    """ResNet v1.5, torchvision's and timm's: the stride on the 3x3, not on the first 1x1."""
+    b = Bottleneck(64, 16, stride=2, downsample=make_shortcut("B", 64, 64, 2))
+    assert b.conv1.stride == (1, 1) and b.conv2.stride == (2, 2)
+    assert b(torch.randn(1, 64, 8, 8)).shape == (1, 64, 4, 4)
+
+
+def test_option_a_subsamples_without_widening():
+    sc = make_shortcut("A", 8, 8, 2)
+    x = torch.randn(2, 8, 6, 6)
+    assert isinstance(sc, PadShortcut) and torch.equal(sc(x), x[:, :, ::2, ::2])
 
 
 def test_zero_init_last_is_off_by_default_and_on_when_asked():

@@ -115,14 +115,17 @@ def test_bottleneck_width_follows_torchvision_rule():
             assert b.conv3.out_channels == 256
     x = torch.randn(2, 256, 8, 8)
     assert Bottleneck(256, 64, groups=32, width_per_group=4)(x).shape == x.shape
+    from resnet_tutorial.models.blocks import bottleneck_width
+
+    assert bottleneck_width(64) == 64 and bottleneck_width(128) == 128  # by default ResNet's: the planes
 
 
 @pytest.mark.parametrize("block", [BasicBlock, PreActBasicBlock])
 def test_basic_blocks_refuse_groups_and_width_with_a_clear_message(block):
     with pytest.raises(ValueError, match="only supports groups=1 and width_per_group=64.*bottleneck"):
         block(64, 64, groups=32, width_per_group=4)
-    with pytest.raises(ValueError, match="width_per_group=128"):
-        block(64, 64, width_per_group=128)
+    with pytest.raises(ValueError, match=f"^{block.__name__} only supports.*width_per_group=128"):
+        block(64, 64, width_per_group=128)  # the message names the block
     with pytest.raises(ValueError, match="BasicBlock only supports"):
         rt.create_model("resnet18", groups=2)
 

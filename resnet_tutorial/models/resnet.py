@@ -333,7 +333,7 @@ class PreActResNet(ResNetBase):
         self._add_stages(block, layers, channels, reduction=4 if stem == "imagenet" else 1,
                          groups=groups, width_per_group=width_per_group, norm_layer=norm_layer)
         self.final_bn = norm_layer(self.num_features)
-        self.final_relu = nn.ReLU(inplace=True)
+        self.final_relu = nn.ReLU()  # not in place: without normalisation final_bn(x) is the last block's output
         self.feature_info[-1]["module"] = "final_relu"  # the last feature map is after them, as timm's ("norm")
         self._add_head(num_classes, global_pool)
         self.init_weights(zero_init_last=zero_init_last)
