@@ -161,6 +161,7 @@ def test_a_registered_factory_is_listed_built_and_described_by_its_family(monkey
     registry.register_model("tiny")(tiny_net)
     assert rt.list_models(family="tiny") == ["tiny_net"] and model_family("tiny_net") == "tiny"
     assert "num_classes" in registry.model_arguments("tiny_net")  # the class's arguments, through **kwargs
+    assert not {"self", "block", "layers"} & set(registry.model_arguments("tiny_net"))  # not the zoo's to give
     assert rt.create_model("tiny_net", num_classes=3).fc.out_features == 3
     with pytest.raises(ValueError, match="registered twice"):
         registry.register_model("tiny")(tiny_net)
