@@ -276,8 +276,8 @@ class PreActBasicBlock(nn.Module):
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn2 = norm_layer(planes)
         self.conv2 = conv3x3(planes, planes)
-        # Not in place: without normalisation (norm_layer=nn.Identity) bn1(x) is x itself, which the
-        # shortcut still adds.
+        # Not in place: without normalisation (norm_layer=nn.Identity) bn1(x) is x
+        # itself, which the shortcut still adds.
         self.relu = nn.ReLU()
         self.downsample = downsample
 
@@ -319,8 +319,8 @@ class PreActBottleneck(nn.Module):
         self.conv2 = conv3x3(width, width, stride, groups)
         self.bn3 = norm_layer(width)
         self.conv3 = conv1x1(width, planes * self.expansion)
-        # Not in place: without normalisation (norm_layer=nn.Identity) bn1(x) is x itself, which the
-        # shortcut still adds.
+        # Not in place: without normalisation (norm_layer=nn.Identity) bn1(x) is x
+        # itself, which the shortcut still adds.
         self.relu = nn.ReLU()
         self.downsample = downsample
 
