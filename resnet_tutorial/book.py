@@ -53,12 +53,12 @@ def scratch_dir(prefix: str) -> str:
     the temporary folder (nbval kills its kernels, which then run no exit handler)."""
     path = tempfile.mkdtemp(prefix=prefix)
     _SCRATCH.append(path)
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
 
 
+@atexit.register
 def remove_scratch_dirs() -> None:
-    """Delete every folder :func:`scratch_dir` made in this process."""
+    """Delete every folder :func:`scratch_dir` made in this process (also run when it exits)."""
     while _SCRATCH:
         shutil.rmtree(_SCRATCH.pop(), ignore_errors=True)
 

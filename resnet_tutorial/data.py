@@ -436,6 +436,7 @@ def _no_fashion_mnist(what: str) -> DataError:
         "online), or use --dataset mnist5k"
     )
 
+
 def download_fashion_mnist(data_dir: str) -> None:
     """Download Fashion-MNIST into ``data_dir`` with torchvision (which checks each file's MD5)."""
     if not _online(FASHION_MNIST_URL):
