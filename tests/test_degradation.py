@@ -7,6 +7,7 @@ trained net at the end, several seeds, and the cache shared with chapter 6.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +24,7 @@ from resnet_tutorial.gradflow import (
 from resnet_tutorial.runtime import seed_everything
 from resnet_tutorial.training import Recipe
 
+ROOT = Path(__file__).resolve().parent.parent
 KWARGS = dict(channels=(2, 4, 8), recipe=Recipe(epochs=2, batch_size=32), progress=False)
 
 
@@ -96,11 +98,32 @@ def test_seeds_differ_and_share_the_cache_with_a_single_seed_run(data, cache, on
     assert runs[0]["plain20"][1].grad_norms and not runs[1]["plain20"][1].grad_norms
 
 
+def test_start_from_continues_a_copy_of_the_trained_net(data, cache, one_thread):
+    first = degradation_experiment(data, ("plain20",), **KWARGS)["plain20"][0]
+    before = {k: v.clone() for k, v in first.state_dict().items()}
+    # a learning rate of 1e-9: the parameters stay where they start, so they show where that was
+    still = KWARGS["recipe"].replace(lr=1e-9)
+    kwargs = {**KWARGS, "recipe": still}
+    again, history = degradation_experiment(data, ("plain20",), start_from={"plain20": first}, **kwargs)["plain20"]
+    assert again is not first
+    assert all(torch.equal(v, first.state_dict()[k]) for k, v in before.items())  # the given net is untouched
+    assert torch.allclose(again.conv1.weight, first.conv1.weight, atol=1e-6)  # started from its weights
+    fresh = degradation_experiment(data, ("plain20",), **kwargs)["plain20"][0]
+    assert not torch.allclose(fresh.conv1.weight, first.conv1.weight, atol=1e-3)  # a new net starts elsewhere
+    assert len(history.epochs) == 2 and "clean_train_error" in history.final
+    assert len(list(cache.glob("degradation-plain20-restart-*.pt"))) == 1  # cached under its own name
+
+
 def test_the_cpu_setup_has_seeds_and_states_its_steps():
     cpu = DEGRADATION_SETUP["cpu"]
     assert len(cpu["seeds"]) >= 3 and len(set(cpu["seeds"])) == len(cpu["seeds"])
     steps = cpu["recipe"].epochs * -(-4000 // cpu["recipe"].batch_size)
     assert steps == 378  # what the comment above DEGRADATION_SETUP and chapter 2 say
+    # every chapter that uses these nets loads the data the same way (chapter 2 trains them; 5 and 6 measure them)
+    assert cpu["image_size"] == 24 and all(DEGRADATION_SETUP[p]["image_size"] is None for p in ("gpu", "paper"))
+    for chapter in ("02_residual_connections", "05_gradient_flow", "06_gradient_measurements"):
+        source = (ROOT / "chapters" / f"{chapter}.md").read_text()
+        assert 'load_dataset(setup["dataset"], image_size=setup["image_size"])' in source, chapter
 
 
 def test_what_each_net_is_trained_and_measured_with(data, monkeypatch):
