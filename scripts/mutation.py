@@ -59,7 +59,7 @@ MODULES: dict[str, list[str]] = {
     "models/resnet.py": ["test_models.py", "test_model_face.py", "test_resnext.py"],
     "models/registry.py": ["test_models.py", "test_model_face.py"],
     "models/zoo.py": ["test_models.py", "test_resnext.py"],
-    "models/weights.py": ["test_weights_safety.py", "test_model_face.py"],
+    "models/weights.py": ["test_weights.py", "test_weights_safety.py", "test_model_face.py"],
 }
 
 #: Tests left out of every run: they start Python on a copy of the package in another folder, where the

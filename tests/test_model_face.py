@@ -267,6 +267,18 @@ def test_unknown_create_model_arguments_name_the_valid_ones():
         rt.create_model("resnet20", num_clases=3)
     assert "in_chans" in str(info.value) and "norm_layer" in str(info.value)
     assert isinstance(info.value, TypeError) and isinstance(info.value, ResnetTutorialError)
+    with pytest.raises(ModelArgumentError, match="Did you mean 'num_classes', 'in_chans'\\?"):
+        rt.create_model("resnet20", num_clases=3, in_chan=1)  # one suggestion per misspelt argument
+    with pytest.raises(ModelArgumentError, match=r"no argument 'colour'\. Its arguments: "):
+        rt.create_model("resnet20", colour=True)  # nothing close: no suggestion
+
+
+@pytest.mark.parametrize("name, family, size", [("resnet20", "cifar", 32), ("plain20", "plain-cifar", 32),
+                                                ("preact_resnet110", "preact-cifar", 32),
+                                                ("resnet18", "imagenet", 224)])
+def test_a_model_without_weights_describes_its_family_and_input_size(name, family, size):
+    cfg = rt.create_model(name).pretrained_cfg
+    assert cfg["family"] == family and cfg["input_size"] == (3, size, size) and cfg["source"] is None
 
 
 @pytest.mark.parametrize("kwargs, needle", [
