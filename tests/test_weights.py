@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 import resnet_tutorial as rt
-from resnet_tutorial.models import WeightsError, load_pretrained, read_state_dict
+from resnet_tutorial.models import WeightsError, load_pretrained, load_weights, read_state_dict
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -123,3 +123,45 @@ def test_pretrained_weights_download_with_a_progress_bar_and_load_into_any_model
     assert len(downloads) == 1 and ours.fc.out_features == 10
     assert same_weights({k: v for k, v in ours.state_dict().items() if not k.startswith("fc.")},
                         {k: v for k, v in published.items() if not k.startswith("fc.")})
+
+
+def _cifar_net(depth: int, **kwargs):
+    return rt.create_model(f"resnet{depth}", channels=(4, 8, 16), num_classes=3, **kwargs)
+
+
+@pytest.mark.parametrize("file, model, what", [
+    (20, 32, "missing"),  # a shallower net's weights: the extra blocks' weights are missing
+    (32, 20, "unexpected"),  # a deeper net's: the file has blocks the model lacks
+])
+def test_weights_of_another_depth_are_refused_naming_the_first_three_keys(tmp_path, file, model, what):
+    torch.save(_cifar_net(file).state_dict(), tmp_path / "other.pt")
+    with pytest.raises(WeightsError, match="do not fit this model") as info:
+        _cifar_net(model, checkpoint_path=str(tmp_path / "other.pt"))  # strict, as load_weights is by default
+    assert str(info.value).count(f"; {what} ") + str(info.value).count(f"({what} ") == 3
+
+
+def test_weights_of_other_widths_are_refused_naming_the_first_three_shapes(tmp_path):
+    """A file for other channel widths has every key, in other shapes, and does not load even when missing and
+    unexpected keys are allowed."""
+    torch.save(rt.create_model("resnet20", channels=(4, 8, 32), num_classes=3).state_dict(), tmp_path / "wide.pt")
+    with pytest.raises(WeightsError) as info:
+        load_weights(_cifar_net(20), str(tmp_path / "wide.pt"), strict=False)
+    assert str(info.value).startswith("the weights do not fit this model (layer3.0.conv1.weight: file (32, 8, 3, 3) "
+                                      "vs model (16, 8, 3, 3); ")
+    assert str(info.value).count(" vs model ") == 3 and "missing" not in str(info.value)
+
+
+def test_load_weights_without_strict_loads_what_fits_and_says_what_it_left_out():
+    deeper = _cifar_net(32)
+    result = load_weights(deeper, _cifar_net(20).state_dict(), strict=False)
+    assert "layer1.4.conv1.weight" in result.missing_keys and not result.unexpected_keys
+
+
+@pytest.mark.parametrize("name", ["resnet18.tv_in1k", "resnet20", "preact_resnet110"])
+def test_a_pretrained_cfg_names_the_model_and_its_first_and_last_layers(name):
+    """As timm's: what adapting the weights to other input channels or classes needs."""
+    model = rt.create_model(name)
+    cfg = model.pretrained_cfg
+    assert (cfg["architecture"], cfg["tag"]) == (name.split(".")[0], name.partition(".")[2] or None)
+    assert isinstance(getattr(model, cfg["first_conv"]), nn.Conv2d) and cfg["first_conv"] == "conv1"
+    assert getattr(model, cfg["classifier"]) is model.get_classifier()
