@@ -155,6 +155,11 @@ def test_pretrained_cfg_v1_and_v2():
     assert (v1["resize_size"], v2["resize_size"]) == (256, 232)  # V2 evaluates with a larger crop share
     assert v1["top1"] == pytest.approx(76.13) and v2["top1"] == pytest.approx(80.858)
     assert v1["weights"] == "ResNet50_Weights.IMAGENET1K_V1" and v2["weights"] == "ResNet50_Weights.IMAGENET1K_V2"
+    assert (v1["crop_pct"], v2["crop_pct"]) == (0.875, 0.9655)  # 224 / 256 and 224 / 232, as timm gives them
+    assert v1["num_classes"] == v2["num_classes"] == 1000
+    enum = torchvision.models.ResNet50_Weights  # where to read how each was trained
+    assert (v1["recipe"], v2["recipe"]) == (enum.IMAGENET1K_V1.meta["recipe"], enum.IMAGENET1K_V2.meta["recipe"])
+    assert v1["recipe"] != v2["recipe"] and v2["recipe"].startswith("https://")
     model = rt.create_model("resnet50.tv2_in1k")
     assert model.default_cfg is model.pretrained_cfg  # the old name, an alias as in timm
     assert rt.create_model("resnet20").pretrained_cfg["tag"] is None
@@ -279,6 +284,7 @@ def test_unknown_create_model_arguments_name_the_valid_ones():
 def test_a_model_without_weights_describes_its_family_and_input_size(name, family, size):
     cfg = rt.create_model(name).pretrained_cfg
     assert cfg["family"] == family and cfg["input_size"] == (3, size, size) and cfg["source"] is None
+    assert cfg["mean"] is None and cfg["std"] is None  # no weights: no normalisation they were trained with
 
 
 @pytest.mark.parametrize("kwargs, needle", [

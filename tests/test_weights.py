@@ -1,6 +1,8 @@
 """Weights files (models/weights.py): what a file may hold and still load, where its tensors land, and the one
 message a file that cannot load gets."""
 
+import sys
+
 import pytest
 import torch
 import torch.serialization
@@ -165,3 +167,9 @@ def test_a_pretrained_cfg_names_the_model_and_its_first_and_last_layers(name):
     assert (cfg["architecture"], cfg["tag"]) == (name.split(".")[0], name.partition(".")[2] or None)
     assert isinstance(getattr(model, cfg["first_conv"]), nn.Conv2d) and cfg["first_conv"] == "conv1"
     assert getattr(model, cfg["classifier"]) is model.get_classifier()
+
+
+def test_a_timm_tag_without_timm_installed_is_a_weights_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # the optional dependency missing: importing it fails
+    with pytest.raises(WeightsError, match=r"no pretrained weights resnet50\.a1_in1k"):
+        rt.create_model("resnet50.a1_in1k")
