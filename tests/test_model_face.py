@@ -156,7 +156,7 @@ def test_pretrained_cfg_v1_and_v2():
     assert v1["top1"] == pytest.approx(76.13) and v2["top1"] == pytest.approx(80.858)
     assert v1["weights"] == "ResNet50_Weights.IMAGENET1K_V1" and v2["weights"] == "ResNet50_Weights.IMAGENET1K_V2"
     assert (v1["crop_pct"], v2["crop_pct"]) == (0.875, 0.9655)  # 224 / 256 and 224 / 232, as timm gives them
-    assert v1["num_classes"] == v2["num_classes"] == 1000
+    assert v1["num_classes"] == v2["num_classes"] == 1000 and v1["interpolation"] == v2["interpolation"] == "bilinear"
     enum = torchvision.models.ResNet50_Weights  # where to read how each was trained
     assert (v1["recipe"], v2["recipe"]) == (enum.IMAGENET1K_V1.meta["recipe"], enum.IMAGENET1K_V2.meta["recipe"])
     assert v1["recipe"] != v2["recipe"] and v2["recipe"].startswith("https://")
@@ -201,6 +201,7 @@ def test_tags_load_torchvision_v1_and_v2(fake_hub):
     assert torch.equal(v2.conv1.weight, fake_hub[V2_FILE]["conv1.weight"])
     assert torch.equal(default.conv1.weight, fake_hub[V2_FILE]["conv1.weight"])
     assert default.pretrained_cfg["tag"] == "tv2_in1k" and v1.pretrained_cfg["tag"] == "tv_in1k"
+    assert default.pretrained_cfg["family"] == v1.pretrained_cfg["family"] == "imagenet"
     ten = rt.create_model("resnet50.tv_in1k", pretrained=True, num_classes=10)  # all but the head
     assert torch.equal(ten.layer4[2].conv3.weight, fake_hub[V1_FILE]["layer4.2.conv3.weight"])
     assert ten.fc.out_features == 10
@@ -221,6 +222,7 @@ def test_timm_tags_load_through_timm(monkeypatch):
     model = rt.create_model("resnet50.a1_in1k", pretrained=True)
     assert asked == [("resnet50.a1_in1k", True)]
     assert model.pretrained_cfg["source"] == "timm" and model.pretrained_cfg["interpolation"] == "bicubic"
+    assert model.pretrained_cfg["hf_hub_id"] == timm.models.get_pretrained_cfg("resnet50.a1_in1k").hf_hub_id
     w.load_pretrained(rt.create_model("resnet50"), "resnet50.tv_in1k", source="timm")  # timm's copy of V1
     assert asked[-1] == ("resnet50.tv_in1k", True)
 

@@ -4,6 +4,7 @@ message a file that cannot load gets."""
 import sys
 
 import pytest
+import timm
 import torch
 import torch.serialization
 import torchvision
@@ -173,3 +174,16 @@ def test_a_timm_tag_without_timm_installed_is_a_weights_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)  # the optional dependency missing: importing it fails
     with pytest.raises(WeightsError, match=r"no pretrained weights resnet50\.a1_in1k"):
         rt.create_model("resnet50.a1_in1k")
+
+
+@pytest.mark.parametrize("name, source", [("resnet18", "torchvision"), ("resnet50.a1_in1k", "timm")])
+def test_offline_a_pretrained_download_fails_with_one_message_that_names_the_source(tmp_path, monkeypatch, name,
+                                                                                      source):
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # an empty cache: torchvision downloads
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(WeightsError, match=rf"could not fetch {source}'s pretrained {name} \(OSError\); offline"):
+        load_pretrained(rt.create_model(name.split(".")[0]), name)
