@@ -157,6 +157,7 @@ def test_pretrained_cfg_v1_and_v2():
     assert v1["weights"] == "ResNet50_Weights.IMAGENET1K_V1" and v2["weights"] == "ResNet50_Weights.IMAGENET1K_V2"
     assert (v1["crop_pct"], v2["crop_pct"]) == (0.875, 0.9655)  # 224 / 256 and 224 / 232, as timm gives them
     assert v1["num_classes"] == v2["num_classes"] == 1000 and v1["interpolation"] == v2["interpolation"] == "bilinear"
+    assert v1["license"] == v2["license"] == "bsd-3-clause"  # torchvision's weights, under its licence
     enum = torchvision.models.ResNet50_Weights  # where to read how each was trained
     assert (v1["recipe"], v2["recipe"]) == (enum.IMAGENET1K_V1.meta["recipe"], enum.IMAGENET1K_V2.meta["recipe"])
     assert v1["recipe"] != v2["recipe"] and v2["recipe"].startswith("https://")
