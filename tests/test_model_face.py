@@ -155,6 +155,12 @@ def test_pretrained_cfg_v1_and_v2():
     assert (v1["resize_size"], v2["resize_size"]) == (256, 232)  # V2 evaluates with a larger crop share
     assert v1["top1"] == pytest.approx(76.13) and v2["top1"] == pytest.approx(80.858)
     assert v1["weights"] == "ResNet50_Weights.IMAGENET1K_V1" and v2["weights"] == "ResNet50_Weights.IMAGENET1K_V2"
+    assert (v1["crop_pct"], v2["crop_pct"]) == (0.875, 0.9655)  # 224 / 256 and 224 / 232, as timm gives them
+    assert v1["num_classes"] == v2["num_classes"] == 1000 and v1["interpolation"] == v2["interpolation"] == "bilinear"
+    assert v1["license"] == v2["license"] == "bsd-3-clause"  # torchvision's weights, under its licence
+    enum = torchvision.models.ResNet50_Weights  # where to read how each was trained
+    assert (v1["recipe"], v2["recipe"]) == (enum.IMAGENET1K_V1.meta["recipe"], enum.IMAGENET1K_V2.meta["recipe"])
+    assert v1["recipe"] != v2["recipe"] and v2["recipe"].startswith("https://")
     model = rt.create_model("resnet50.tv2_in1k")
     assert model.default_cfg is model.pretrained_cfg  # the old name, an alias as in timm
     assert rt.create_model("resnet20").pretrained_cfg["tag"] is None
@@ -196,6 +202,7 @@ def test_tags_load_torchvision_v1_and_v2(fake_hub):
     assert torch.equal(v2.conv1.weight, fake_hub[V2_FILE]["conv1.weight"])
     assert torch.equal(default.conv1.weight, fake_hub[V2_FILE]["conv1.weight"])
     assert default.pretrained_cfg["tag"] == "tv2_in1k" and v1.pretrained_cfg["tag"] == "tv_in1k"
+    assert default.pretrained_cfg["family"] == v1.pretrained_cfg["family"] == "imagenet"
     ten = rt.create_model("resnet50.tv_in1k", pretrained=True, num_classes=10)  # all but the head
     assert torch.equal(ten.layer4[2].conv3.weight, fake_hub[V1_FILE]["layer4.2.conv3.weight"])
     assert ten.fc.out_features == 10
@@ -216,6 +223,7 @@ def test_timm_tags_load_through_timm(monkeypatch):
     model = rt.create_model("resnet50.a1_in1k", pretrained=True)
     assert asked == [("resnet50.a1_in1k", True)]
     assert model.pretrained_cfg["source"] == "timm" and model.pretrained_cfg["interpolation"] == "bicubic"
+    assert model.pretrained_cfg["hf_hub_id"] == timm.models.get_pretrained_cfg("resnet50.a1_in1k").hf_hub_id
     w.load_pretrained(rt.create_model("resnet50"), "resnet50.tv_in1k", source="timm")  # timm's copy of V1
     assert asked[-1] == ("resnet50.tv_in1k", True)
 
@@ -267,6 +275,19 @@ def test_unknown_create_model_arguments_name_the_valid_ones():
         rt.create_model("resnet20", num_clases=3)
     assert "in_chans" in str(info.value) and "norm_layer" in str(info.value)
     assert isinstance(info.value, TypeError) and isinstance(info.value, ResnetTutorialError)
+    with pytest.raises(ModelArgumentError, match="Did you mean 'num_classes', 'in_chans'\\?"):
+        rt.create_model("resnet20", num_clases=3, in_chan=1)  # one suggestion per misspelt argument
+    with pytest.raises(ModelArgumentError, match=r"no argument 'colour'\. Its arguments: "):
+        rt.create_model("resnet20", colour=True)  # nothing close: no suggestion
+
+
+@pytest.mark.parametrize("name, family, size", [("resnet20", "cifar", 32), ("plain20", "plain-cifar", 32),
+                                                ("preact_resnet110", "preact-cifar", 32),
+                                                ("resnet18", "imagenet", 224)])
+def test_a_model_without_weights_describes_its_family_and_input_size(name, family, size):
+    cfg = rt.create_model(name).pretrained_cfg
+    assert cfg["family"] == family and cfg["input_size"] == (3, size, size) and cfg["source"] is None
+    assert cfg["mean"] is None and cfg["std"] is None  # no weights: no normalisation they were trained with
 
 
 @pytest.mark.parametrize("kwargs, needle", [

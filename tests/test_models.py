@@ -171,8 +171,24 @@ def test_unknown_model_names_the_closest_ones():
     with pytest.raises(UnknownModelError, match="'resnet50'") as info:
         rt.create_model("resnet05")
     assert "list_models" in str(info.value)
-    with pytest.raises(UnknownModelError, match="unknown model 'vgg16'"):
-        rt.create_model("vgg16")
+    with pytest.raises(UnknownModelError, match=r"unknown model 'vgg16'\. resnet_tutorial.list_models\(\)"):
+        rt.create_model("vgg16")  # nothing close: no "Did you mean" at all
+
+
+def _suggested(err) -> list[str]:
+    """The names a "Did you mean 'a', 'b'?" hint of ``err`` offers."""
+    hint = str(err.value).split("Did you mean ", 1)[1].split("?", 1)[0]
+    return [name.strip("'") for name in hint.split(", ")]
+
+
+def test_an_unknown_model_suggests_at_most_three_registered_names_and_loose_matches_too():
+    with pytest.raises(UnknownModelError) as info:
+        rt.create_model("resnet05")  # a dozen ResNets are close: the three closest are offered
+    assert len(_suggested(info)) == 3 and "resnet50" in _suggested(info)
+    assert set(_suggested(info)) <= set(rt.list_models())
+    with pytest.raises(UnknownModelError) as info:
+        rt.create_model("preact")  # half the letters of their names are enough to be offered
+    assert sorted(_suggested(info)) == rt.list_models("preact*")
 
 
 def test_wrong_number_of_input_channels_gets_a_clear_message():

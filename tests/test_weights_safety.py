@@ -48,7 +48,13 @@ def test_the_marker_works_when_loaded_unsafely(evil):
     (lambda p: rt.create_model("resnet20", checkpoint_path=str(p)), "could run code"),
     (lambda p: load_for_finetuning(p, num_classes=3, model="resnet20"), "could run code"),
 ])
-def test_refused_and_the_code_never_runs(evil, load, needle):
+@pytest.mark.parametrize("torch_default", ["weights_only=True", "weights_only=False"])
+def test_refused_and_the_code_never_runs(evil, load, needle, torch_default, monkeypatch):
+    """Whatever torch.load's default: True since torch 2.6, False in 2.3 to 2.5, which the package supports."""
+    if torch_default == "weights_only=False":
+        load_as_in_2_6 = torch.load
+        monkeypatch.setattr(torch, "load", lambda *args, weights_only=None, **kwargs: load_as_in_2_6(
+            *args, weights_only=bool(weights_only), **kwargs))
     path, marker = evil
     with pytest.raises((CheckpointError, WeightsError), match=needle):
         load(path)
