@@ -59,7 +59,8 @@ SHRINK: dict[str, list[tuple[str, str]]] = {
         ("STEPS = 256\n", "STEPS = 32\n"),
         ("FIT_DEPTHS = (20, 32, 44, 56, 80, 110)", "FIT_DEPTHS = (20, 56, 110)"),
     ],
-    "07_practice": [("for _ in range(choose(cpu=8, gpu=20, paper=20))", "for _ in range(choose(cpu=8, gpu=2, paper=2))")],
+    "07_practice": [("for _ in range(choose(cpu=8, gpu=20, paper=20))",
+                     "for _ in range(choose(cpu=8, gpu=2, paper=2))")],
     "10_tools_summary_faq": [("x = torch.randn(choose(cpu=8, gpu=64, paper=64), 3, 112, 112)",
                               "x = torch.randn(choose(cpu=8, gpu=2, paper=2), 3, 112, 112)")],
 }
@@ -90,12 +91,14 @@ def smoke_notebook(notebook: dict, md5: dict, shrink: list[tuple[str, str]] = ()
     nb = json.loads(json.dumps(notebook))
     for c in nb["cells"]:  # nbformat's JSON may split a source into lines
         c["source"] = "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     for old, new in shrink:
-        cells = [c for c in nb["cells"] if c["cell_type"] == "code" and old in c["source"]]
-        if len(cells) != 1 or cells[0]["source"].count(old) != 1:
-            raise ValueError(f"smoke: SHRINK's {old!r} is in the chapter's code {sum(c['source'].count(old) for c in cells)} "
-                             "times, not once: update SHRINK in scripts/smoke.py to the chapter's code")
-        cells[0]["source"] = cells[0]["source"].replace(old, new)
+        found = sum(c["source"].count(old) for c in code)
+        if found != 1:
+            raise ValueError(f"smoke: SHRINK's {old!r} is in the chapter's code {found} times, not once: "
+                             "update SHRINK in scripts/smoke.py to the chapter's code")
+        for c in code:
+            c["source"] = c["source"].replace(old, new)
     cell = {"cell_type": "code", "execution_count": None, "id": SETUP_ID, "metadata": {}, "outputs": [],
             "source": setup_cell(md5)}
     nb["cells"].insert(0, cell)
