@@ -57,19 +57,22 @@ def run_until_killed(monkeypatch, epoch: int, run) -> None:
 
 
 def test_fit_learns_and_returns_history(digits):
+    # Ten epochs: the test accuracy after six was 0.26 to 0.50 over seeds, threads and CPUs (0.28 on an Intel
+    # Xeon with AMX, seed 0), too close to the bound; after ten, 0.40 to 0.68 (seeds 0-5; one and two threads;
+    # native bf16 and ATen's AVX2 kernels).
     model = tiny()
-    h = fit(model, digits, Recipe(epochs=6, batch_size=32, lr=0.05), progress=False, device="cpu")
-    assert [e["epoch"] for e in h.epochs] == list(range(1, 7))
+    h = fit(model, digits, Recipe(epochs=10, batch_size=32, lr=0.05), progress=False, device="cpu")
+    assert [e["epoch"] for e in h.epochs] == list(range(1, 11))
     keys = {"epoch", "train_loss", "train_acc", "train_error", "test_loss", "test_acc", "test_error", "lr", "seconds"}
     assert keys <= set(h.final)
     assert h.epochs[-1]["train_loss"] < h.epochs[0]["train_loss"]
     assert h.final["test_acc"] > 0.3  # chance is 0.1
     assert h.final["train_error"] == pytest.approx(1 - h.final["train_acc"])
     assert h.seconds == pytest.approx(sum(e["seconds"] for e in h.epochs))
-    assert h.as_arrays("test_acc").shape == (6,) and all("test_acc" in row for row in h.epochs)  # every epoch's
+    assert h.as_arrays("test_acc").shape == (10,) and all("test_acc" in row for row in h.epochs)  # every epoch's
     assert h.grad_norms == {}  # only when asked for
     assert h.config["channels_last"] is False  # "auto", resolved: off on a CPU
-    assert h.config["epochs"] == 6 and h.config["dataset"] == "digits"
+    assert h.config["epochs"] == 10 and h.config["dataset"] == "digits"
     assert not model.training  # fit leaves the model in eval mode
 
 
