@@ -42,6 +42,7 @@ def test_train_writes_checkpoint_and_summary_then_evaluate(tmp_path, capsys):
     assert sorted(os.listdir(out)) == ["checkpoint.pt", "summary.json"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"] == "resnet20" and summary["dataset"] == "digits" and len(summary["history"]["epochs"]) == 1
+    assert (out / "summary.json").read_text().startswith('{\n  "model": "resnet20",\n')  # indented, for reading
     assert read_checkpoint(out / "checkpoint.pt")["epoch"] == 1
     digits, ckpt = rd.load_dataset("digits"), os.path.abspath(out / "checkpoint.pt")
     assert (summary["mean"], summary["std"], summary["classes"]) == (list(digits.mean), list(digits.std), digits.classes)
@@ -273,6 +274,7 @@ def test_run_killed_after_its_first_epoch_resumes_to_the_uninterrupted_weights(t
     (["--device", "gpu0"], ["--device 'gpu0' is not a device", "cpu"]),
     (["--epochs", "0"], ["--epochs must be at least 1"]),
     (["--train-per-class", "0"], ["--train-per-class takes a whole number of 1 or more", "got 0"]),
+    (["--image-size", "32"], ["--image-size need a folder of images"]),
 ])
 def test_bad_training_arguments(tmp_path, capsys, extra, needles):
     rc = train(tmp_path / "o", *extra)
@@ -454,10 +456,11 @@ def test_interrupted_training_keeps_its_last_checkpoint_and_says_how_to_resume(t
 
 
 def test_out_in_a_folder_without_write_permission(tmp_path, capsys, monkeypatch):
-    """What a user who is not root gets from a read-only folder (os.access answers as for them)."""
+    """What a user who is not root gets from a read-only folder (os.access answers as for them: it exists and can
+    be read and searched, not written)."""
     existing = tmp_path / "existing"
     existing.mkdir()
-    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    monkeypatch.setattr(os, "access", lambda path, mode: not mode & os.W_OK)
     assert_one_line_error(capsys, train(existing), f"--out {str(existing)!r} is not writable")
     assert_one_line_error(capsys, train(existing / "a" / "b"), f"{str(existing)!r} is not a writable folder")
 

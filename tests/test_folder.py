@@ -335,9 +335,21 @@ def trained(folder, weights, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained") / "run"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FolderWarning)
-        assert train(folder[0], out, "--pretrained", str(weights), "--finetune", "head", "--val-fraction", "0.4",
-                     "--split-seed", "1") == 0
+        # 9 training images in one batch: every layer trains (--finetune stages), and BN cannot take a batch of 1
+        assert train(folder[0], out, "--pretrained", str(weights), "--val-fraction", "0.4", "--split-seed", "1",
+                     "--batch-size", "9") == 0
     return out / "checkpoint.pt"
+
+
+def test_pretrained_weights_train_with_the_chapters_stage_learning_rates_by_default(trained):
+    """--finetune stages, the default: the head at --lr (0.01 with --pretrained), each stage by the chapter's rule."""
+    lrs = {g["name"]: g["initial_lr"] for g in read_checkpoint(trained)["optimizer"]["param_groups"]}
+    assert lrs == pytest.approx({"head": 0.01, **stage_lrs(rt.create_model("resnet18"), 0.01)})
+
+
+def test_a_folder_trains_from_scratch_with_one_output_per_class(tmp_path, folder, quiet):
+    assert train(folder[0], tmp_path / "run", "--model", "resnet20", "--epochs", "1") == 0
+    assert read_checkpoint(tmp_path / "run" / "checkpoint.pt")["model_config"]["num_classes"] == 3
 
 
 def test_checkpoint_without_class_names(tmp_path, capsys, folder):
@@ -371,7 +383,8 @@ def test_class_count_that_does_not_match(tmp_path, capsys, trained, quiet):
     assert_one_line_error(capsys, rc, "holds a model for 3 classes but names 2")
 
 
-def test_evaluate_splits_the_folder_it_trained_on_as_the_run_did(capsys, trained, folder, quiet, monkeypatch):
+def test_evaluate_splits_the_folder_it_trained_on_as_the_run_did(tmp_path, capsys, trained, folder, quiet,
+                                                                 monkeypatch):
     """Without --data-dir (or with the same folder) evaluate reads the run's folder and its validation images:
     the split of the run's --val-fraction and --split-seed, so the accuracy is the one the run recorded."""
     import resnet_tutorial.cli as cli
@@ -385,6 +398,11 @@ def test_evaluate_splits_the_folder_it_trained_on_as_the_run_did(capsys, trained
         assert sum(c["support"] for c in metrics["per_class"]) == 6  # 40 % of each class's 5 images
         assert metrics["accuracy"] == pytest.approx(summary["final"]["test_acc"], abs=1e-6)
     assert splits == [dict(val_fraction=0.4, split_seed=1, classes=list(CLASSES), num_workers=0)] * 2
+    state = read_checkpoint(trained)  # a checkpoint that does not say how its folder was split: the defaults
+    del state["config"]["split"]
+    torch.save(state, tmp_path / "unsplit.pt")
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "unsplit.pt"), "--workers", "0"]) == 0
+    assert splits[-1] == dict(val_fraction=0.2, split_seed=0, classes=list(CLASSES), num_workers=0)
 
 
 def test_evaluate_another_folder_uses_every_image(tmp_path, capsys, trained):
@@ -479,3 +497,5 @@ def test_pretrained_tag_takes_the_weights_and_their_preprocessing(tmp_path, caps
     assert summary["model"] == "resnet18" and summary["pretrained"] == "resnet18.tv_in1k"
     assert summary["preprocessing"] == {**preprocessing_for("resnet18", "tv_in1k", 32).to_dict()}
     assert "from resnet18.tv_in1k (all)" in capsys.readouterr().out
+    groups = read_checkpoint(out / "checkpoint.pt")["optimizer"]["param_groups"]
+    assert [g["initial_lr"] for g in groups] == [0.01]  # all: every layer at --lr, in one group
