@@ -114,6 +114,9 @@ def test_data_dir_without_files_offline(tmp_path, capsys, monkeypatch):
     rc = main(["train", "--dataset", "cifar10", "--data-dir", str(empty), "--epochs", "1", "--out", str(tmp_path / "o")])
     assert_one_line_error(capsys, rc, "cannot be downloaded (offline)", "cifar-10-batches-py")
     assert not (tmp_path / "o").exists()
+    rc = main(["train", "--dataset", "cifar10", "--data-dir", str(empty), "--no-download", "--epochs", "1",
+               "--out", str(tmp_path / "o")])
+    assert_one_line_error(capsys, rc, "no CIFAR-10 in", "allow the download")  # --no-download: not even tried
     rc = main(["evaluate", "--checkpoint", str(tmp_path / "nope.pt"), "--dataset", "cifar10"])
     assert_one_line_error(capsys, rc, "no checkpoint")
 
@@ -510,10 +513,11 @@ def test_another_rank_reads_rank_0s_copy_and_leaves_the_outputs_to_it(tmp_path, 
     monkeypatch.setattr(distributed, "cleanup", lambda: events.append("cleanup"))
     load = cli.load_dataset
     monkeypatch.setattr(cli, "load_dataset", lambda name, data_dir, download, **kw: events.append(
-        ("load", name, download)) or load(name, data_dir, download=download, **kw))
+        ("load", name, data_dir, download)) or load(name, data_dir, download=download, **kw))
     monkeypatch.setattr(training, "fit", lambda model, data, recipe, **kw: events.append(("fit", kw["device"])))
-    assert train(tmp_path / "o", "--device", "cpu") == 0
-    assert events == ["barrier", ("load", "digits", False), ("fit", ("this rank's device for", "cpu")), "cleanup"]
+    assert train(tmp_path / "o", "--device", "cpu", "--data-dir", str(tmp_path)) == 0
+    assert events == ["barrier", ("load", "digits", str(tmp_path), False), ("fit", ("this rank's device for", "cpu")),
+                      "cleanup"]
     assert capsys.readouterr().out == "" and not (tmp_path / "o").exists()
 
 

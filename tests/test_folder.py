@@ -341,9 +341,11 @@ def trained(folder, weights, tmp_path_factory):
     return out / "checkpoint.pt"
 
 
-def test_pretrained_weights_train_with_the_chapters_stage_learning_rates_by_default(trained):
+def test_pretrained_weights_train_with_the_chapters_stage_learning_rates_by_default(tmp_path, folder, weights, quiet):
     """--finetune stages, the default: the head at --lr (0.01 with --pretrained), each stage by the chapter's rule."""
-    lrs = {g["name"]: g["initial_lr"] for g in read_checkpoint(trained)["optimizer"]["param_groups"]}
+    assert train(folder[0], tmp_path / "run", "--pretrained", str(weights), "--batch-size", "12") == 0  # one batch
+    groups = read_checkpoint(tmp_path / "run" / "checkpoint.pt")["optimizer"]["param_groups"]
+    lrs = {g["name"]: g["initial_lr"] for g in groups}
     assert lrs == pytest.approx({"head": 0.01, **stage_lrs(rt.create_model("resnet18"), 0.01)})
 
 
@@ -446,6 +448,7 @@ def test_predict_prints_a_table_and_writes_the_same_predictions_as_json_or_csv(t
     lines = capsys.readouterr().out.splitlines()
     rows = json.loads((tmp_path / "p.JSON").read_text())
     assert lines[-1] == f"wrote {tmp_path / 'p.JSON'}" and lines[0].split() == ["image", "top-1", "top-2"]
+    assert lines[0].startswith("image ") and lines[0] == lines[0].rstrip()  # no trailing blanks after "top-2"
     clouds = sorted(str(p) for p in (root / "clouds").iterdir() if p.name != "dot.png")  # 1x1 pixels: skipped
     assert [r["image"] for r in rows] == clouds + [inputs[1]]
     for line, row in zip(lines[1:-1], rows, strict=True):  # the table: one line per image, in columns
