@@ -53,8 +53,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _add_models(sub) -> None:
-    p = sub.add_parser("models", help="list every model with its parameters and multiply-accumulates")
-    p.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. 'resnet*'")
+    p = sub.add_parser("models",
+                       help="list every model with its parameters and multiply-accumulates")
+    p.add_argument("pattern", nargs="?", default=None,
+                   help="shell-style filter, e.g. 'resnet*'")
     p.set_defaults(func=_cmd_models)
 
 
@@ -81,14 +83,21 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _add_compare(sub) -> None:
-    p = sub.add_parser("compare", help="parity and speed of our model against timm and torchvision")
-    p.add_argument("--model", default="resnet50", help="an ImageNet-family model, e.g. resnet50")
+    p = sub.add_parser("compare",
+                       help="parity and speed of our model against timm and torchvision")
+    p.add_argument("--model", default="resnet50",
+                   help="an ImageNet-family model, e.g. resnet50")
     p.add_argument("--libraries", nargs="+", default=["timm", "torchvision"], choices=["timm", "torchvision"])
-    p.add_argument("--batch-size", type=int, default=None, help="default: 64 on a GPU, 8 on the CPU")
-    p.add_argument("--image-size", type=int, default=None, help="default: 224 on a GPU, 128 on the CPU")
-    p.add_argument("--repeats", type=int, default=7, help="timed rounds per variant; 0 skips the speed table")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="default: 64 on a GPU, 8 on the CPU")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="default: 224 on a GPU, 128 on the CPU")
+    p.add_argument("--repeats", type=int, default=7,
+                   help="timed rounds per variant; 0 skips the speed table")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, ... (default: the best available)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar")
     p.set_defaults(func=_cmd_compare)
 
 
@@ -278,7 +287,8 @@ def _train_model(args: argparse.Namespace, data):
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a model; writes checkpoint.pt and summary.json under --out",
+    p = sub.add_parser("train",
+                       help="train a model; writes checkpoint.pt and summary.json under --out",
                        description="Train a model with resnet_tutorial.training.fit. Under torchrun "
                        "(torchrun --nproc_per_node=N -m resnet_tutorial train ...) it trains data-parallel.")
     p.add_argument("--model", default=None,
@@ -286,8 +296,9 @@ def _add_train(sub) -> None:
     p.add_argument("--dataset", default="auto", choices=DATASETS,
                    help="auto: a local CIFAR-10 copy in --data-dir, else a folder of images there, else MNIST-5k "
                    "(never downloads)")
-    p.add_argument("--data-dir", default=None, help="where cifar-10-batches-py/ is (or is downloaded to), or a "
-                   "folder of images: DIR/<class>/*.jpg, or DIR/train/<class>/... and DIR/val/<class>/...")
+    p.add_argument("--data-dir", default=None,
+                   help="where cifar-10-batches-py/ is (or is downloaded to), or a folder of images: "
+                   "DIR/<class>/*.jpg, or DIR/train/<class>/... and DIR/val/<class>/...")
     p.add_argument("--pretrained", default=None, metavar="TAG|FILE",
                    help="start from ImageNet weights (a tag such as resnet50.tv2_in1k, downloaded by torchvision) "
                    "or a weights file, with a new classifier for the folder's classes")
@@ -298,24 +309,32 @@ def _add_train(sub) -> None:
                    help="a folder's crop size (default: the weights' own, 224 for ImageNet ResNets)")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="a folder without train/ and val/: the share of each class kept for validation")
-    p.add_argument("--split-seed", type=int, default=0, help="seeds that split (recorded in summary.json)")
+    p.add_argument("--split-seed", type=int, default=0,
+                   help="seeds that split (recorded in summary.json)")
     p.add_argument("--train-per-class", type=int, default=None, metavar="N",
                    help="train on N images per class of the training split (stratified, chosen by --split-seed), "
                    "e.g. a Fashion-MNIST run sized for a CPU; the test split stays whole")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers decoding a folder's images "
-                   "(default: one per CPU core, at most 8)")
-    p.add_argument("--no-download", action="store_true", help="never download CIFAR-10 or Fashion-MNIST (--dataset cifar10, fashion-mnist)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader workers decoding a folder's images (default: one per CPU core, at most 8)")
+    p.add_argument("--no-download", action="store_true",
+                   help="never download CIFAR-10 or Fashion-MNIST (--dataset cifar10, fashion-mnist)")
     p.add_argument("--epochs", type=int, required=True)
-    p.add_argument("--out", required=True, help="output folder: checkpoint.pt and summary.json")
-    p.add_argument("--seed", type=int, default=0, help="seeds the initial weights, the data order and augmentation")
-    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    p.add_argument("--out", required=True,
+                   help="output folder: checkpoint.pt and summary.json")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the initial weights, the data order and augmentation")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from --out/checkpoint.pt")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=None, help="default: 0.1, or 0.01 with --pretrained")
+    p.add_argument("--lr", type=float, default=None,
+                   help="default: 0.1, or 0.01 with --pretrained")
     p.add_argument("--schedule", default="cosine", choices=[*SCHEDULES, *SCHEDULE_ALIASES])
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, ... (default: the best available)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars")
     p.set_defaults(func=_cmd_train)
 
 
@@ -383,16 +402,21 @@ def _checkpoint_folder(args: argparse.Namespace, state: dict):
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="accuracy, per-class metrics and confusion matrix of a checkpoint")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by `resnet-tutorial train`")
-    p.add_argument("--dataset", default=None, help="default: the dataset the checkpoint was trained on")
+    p = sub.add_parser("evaluate",
+                       help="accuracy, per-class metrics and confusion matrix of a checkpoint")
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint.pt written by `resnet-tutorial train`")
+    p.add_argument("--dataset", default=None,
+                   help="default: the dataset the checkpoint was trained on")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--no-download", action="store_true")
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--device", default=None)
-    p.add_argument("--metrics", default=None, help="where to save the metrics (default: beside the checkpoint)")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers for a folder of images")
+    p.add_argument("--metrics", default=None,
+                   help="where to save the metrics (default: beside the checkpoint)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader workers for a folder of images")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -448,14 +472,20 @@ def _write_predictions(rows: list[dict], path: str) -> None:
 
 
 def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="the most probable classes of image files, from a checkpoint trained on "
-                       "a folder of images")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint.pt of `resnet-tutorial train --data-dir FOLDER`")
-    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="images, or folders walked for images")
-    p.add_argument("--topk", type=int, default=5, help="classes per image (at most the number of classes)")
-    p.add_argument("--output", default=None, help="also write the predictions to a .json or .csv file")
+    p = sub.add_parser("predict",
+                       help="the most probable classes of image files, from a checkpoint trained on a folder of "
+                       "images")
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint.pt of `resnet-tutorial train --data-dir FOLDER`")
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR",
+                   help="images, or folders walked for images")
+    p.add_argument("--topk", type=int, default=5,
+                   help="classes per image (at most the number of classes)")
+    p.add_argument("--output", default=None,
+                   help="also write the predictions to a .json or .csv file")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers decoding the images (default 0)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader workers decoding the images (default 0)")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_predict)
 

@@ -1,5 +1,6 @@
 """`resnet-tutorial train` and `evaluate`: outputs, resume, and every bad input (one line, exit 2, no traceback)."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -41,14 +42,25 @@ def test_train_writes_checkpoint_and_summary_then_evaluate(tmp_path, capsys):
     assert sorted(os.listdir(out)) == ["checkpoint.pt", "summary.json"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"] == "resnet20" and summary["dataset"] == "digits" and len(summary["history"]["epochs"]) == 1
+    assert (out / "summary.json").read_text().startswith('{\n  "model": "resnet20",\n')  # indented, for reading
     assert read_checkpoint(out / "checkpoint.pt")["epoch"] == 1
-    capsys.readouterr()
+    digits, ckpt = rd.load_dataset("digits"), os.path.abspath(out / "checkpoint.pt")
+    assert (summary["mean"], summary["std"], summary["classes"]) == (list(digits.mean), list(digits.std), digits.classes)
+    assert summary["data_source"] == digits.source and summary["world_size"] == 1 and summary["checkpoint"] == ckpt
+    assert summary["final"]["epoch"] == 1 and summary["seconds"] == summary["history"]["seconds"] > 0
+    assert (summary["pretrained"], summary["finetune"], summary["train_per_class"]) == (None, None, None)
+    assert capsys.readouterr().out.splitlines() == [
+        f"training resnet20 on {digits.source} | 1 process(es)",
+        f"test accuracy {summary['final']['test_acc']:.4f} after 1 epochs ({summary['seconds']:.1f} s); "
+        f"wrote {out / 'checkpoint.pt'} and {out / 'summary.json'}"]
     assert main(["evaluate", "--checkpoint", str(out / "checkpoint.pt")]) == 0  # dataset: the one it was trained on
-    printed = capsys.readouterr().out
-    assert "macro avg" in printed and f"accuracy {summary['final']['test_acc']:.4f}" in printed
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"resnet20 on {digits.source} (test split)" and printed[-1] == f"wrote {out / 'metrics_digits.json'}"
+    assert "macro avg" in "\n".join(printed) and f"accuracy {summary['final']['test_acc']:.4f}" in "\n".join(printed)
     metrics = json.loads((out / "metrics_digits.json").read_text())
     assert metrics["accuracy"] == pytest.approx(summary["final"]["test_acc"], abs=1e-6)
     assert len(metrics["confusion"]) == 10 and len(metrics["per_class"]) == 10
+    assert (metrics["checkpoint"], metrics["dataset"], metrics["split"]) == (ckpt, "digits", "test")
 
 
 def test_train_per_class_trains_on_a_stratified_subset_and_evaluates_the_whole_test_split(tmp_path, monkeypatch):
@@ -102,6 +114,9 @@ def test_data_dir_without_files_offline(tmp_path, capsys, monkeypatch):
     rc = main(["train", "--dataset", "cifar10", "--data-dir", str(empty), "--epochs", "1", "--out", str(tmp_path / "o")])
     assert_one_line_error(capsys, rc, "cannot be downloaded (offline)", "cifar-10-batches-py")
     assert not (tmp_path / "o").exists()
+    rc = main(["train", "--dataset", "cifar10", "--data-dir", str(empty), "--no-download", "--epochs", "1",
+               "--out", str(tmp_path / "o")])
+    assert_one_line_error(capsys, rc, "no CIFAR-10 in", "allow the download")  # --no-download: not even tried
     rc = main(["evaluate", "--checkpoint", str(tmp_path / "nope.pt"), "--dataset", "cifar10"])
     assert_one_line_error(capsys, rc, "no checkpoint")
 
@@ -117,6 +132,33 @@ def test_checkpoint_for_another_number_of_classes(tmp_path, capsys):
     rc = train(out, "--resume")
     assert_one_line_error(capsys, rc, "trained for 5 classes")
     assert os.listdir(out) == ["checkpoint.pt"]  # the user's file is left alone
+
+
+def test_evaluate_reads_and_measures_as_its_options_and_the_checkpoint_say(tmp_path, capsys, monkeypatch):
+    """The dataset: --dataset, else the one the checkpoint was trained on, else auto; from --data-dir, downloaded
+    unless --no-download. The measurement: --split, --batch-size, --device, in the precision the run trained in."""
+    import resnet_tutorial.cli as cli
+
+    loads, runs, digits = [], [], rd.load_dataset("digits")
+    monkeypatch.setattr(cli, "load_dataset", lambda *args, **kw: loads.append((*args, kw)) or digits)
+    monkeypatch.setattr(cli, "evaluate", lambda model, data, **options: runs.append(options) or (
+        _ for _ in ()).throw(cli.CLIError("measured")))
+    amp = tmp_path / "amp.pt"
+    save_checkpoint(amp, rt.create_model("resnet20", in_chans=1), epoch=1, config={"dataset": "digits", "amp": True})
+    state = read_checkpoint(amp)
+    del state["config"]  # a file that says nothing of its training
+    torch.save(state, tmp_path / "bare.pt")
+    for args, load, run in [
+        (["--checkpoint", str(amp)], ("digits", None, {"download": True}),
+         dict(split="test", batch_size=512, device=None, amp=True)),
+        (["--checkpoint", str(amp), "--dataset", "fashion-mnist", "--data-dir", "d", "--no-download", "--split",
+          "train", "--batch-size", "7", "--device", "cpu"], ("fashion-mnist", "d", {"download": False}),
+         dict(split="train", batch_size=7, device="cpu", amp=True)),
+        (["--checkpoint", str(tmp_path / "bare.pt")], ("auto", None, {"download": True}),
+         dict(split="test", batch_size=512, device=None, amp=False)),
+    ]:
+        assert_one_line_error(capsys, main(["evaluate", *args]), "measured")
+        assert loads.pop() == load and runs.pop() == run
 
 
 @pytest.mark.parametrize("content, needle", [(None, "truncated"), (b"not a checkpoint", "truncated or not")])
@@ -235,6 +277,7 @@ def test_run_killed_after_its_first_epoch_resumes_to_the_uninterrupted_weights(t
     (["--device", "gpu0"], ["--device 'gpu0' is not a device", "cpu"]),
     (["--epochs", "0"], ["--epochs must be at least 1"]),
     (["--train-per-class", "0"], ["--train-per-class takes a whole number of 1 or more", "got 0"]),
+    (["--image-size", "32"], ["--image-size need a folder of images"]),
 ])
 def test_bad_training_arguments(tmp_path, capsys, extra, needles):
     rc = train(tmp_path / "o", *extra)
@@ -257,6 +300,24 @@ def test_absent_device_index(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "o").exists()
 
 
+def test_device_check_says_what_this_machine_has(tmp_path, capsys, monkeypatch):
+    """--device is checked before anything is read: a device this machine has passes (the next error is then the
+    missing checkpoint), an index at the count does not; MPS is looked up in torch.backends.mps."""
+    def evaluate(device):
+        return main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt"), "--device", device])
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for device in ("cuda", "cuda:1", "cpu"):
+        assert_one_line_error(capsys, evaluate(device), "no checkpoint at")
+    assert_one_line_error(capsys, evaluate("cuda:2"), "--device cuda:2: this machine has 2 cuda device(s)")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert_one_line_error(capsys, evaluate("mps"), "--device mps: this machine has no mps device")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert_one_line_error(capsys, evaluate("mps"), "no checkpoint at")
+    assert_one_line_error(capsys, evaluate("mps:1"), "this machine has 1 mps device(s)")
+
+
 def test_out_that_cannot_be_created(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("mine")
@@ -274,6 +335,137 @@ def test_out_that_cannot_be_created(tmp_path, capsys):
             assert_one_line_error(capsys, rc, "not a writable folder")
         finally:
             locked.chmod(0o700)
+
+
+def _typed(namespace):
+    """An argparse namespace as {dest: (type name, value)}: 64 and 64.0 differ, as an option's type says."""
+    return {k: (type(v).__name__, v) for k, v in vars(namespace).items() if k != "func"}
+
+
+def test_every_commands_options_their_types_and_defaults():
+    """What each option is called, what it takes and what it defaults to: scripts and the book's commands depend
+    on these, so a renamed option, a lost type or a changed default fails here rather than in a user's run."""
+    import resnet_tutorial.cli as cli
+
+    parse = cli.build_parser().parse_args
+    defaults = parse(["train", "--epochs", "3", "--out", "o"])
+    assert defaults.func is cli._cmd_train and _typed(defaults) == _typed(argparse.Namespace(
+        command="train", model=None, dataset="auto", data_dir=None, pretrained=None, finetune=None, image_size=None,
+        val_fraction=0.2, split_seed=0, train_per_class=None, workers=None, no_download=False, epochs=3, out="o",
+        seed=0, resume=False, batch_size=128, lr=None, schedule="cosine", weight_decay=5e-4, label_smoothing=0.0,
+        device=None, quiet=False))
+    given = parse(["train", "--model", "resnet18", "--dataset", "folder", "--data-dir", "d", "--pretrained", "t",
+                   "--finetune", "head", "--image-size", "64", "--val-fraction", "0.3", "--split-seed", "2",
+                   "--train-per-class", "5", "--workers", "1", "--no-download", "--epochs", "3", "--out", "o",
+                   "--seed", "4", "--resume", "--batch-size", "16", "--lr", "0.5", "--schedule", "onecycle",
+                   "--weight-decay", "1", "--label-smoothing", "0.1", "--device", "cpu", "--quiet"])
+    assert _typed(given) == _typed(argparse.Namespace(
+        command="train", model="resnet18", dataset="folder", data_dir="d", pretrained="t", finetune="head",
+        image_size=64, val_fraction=0.3, split_seed=2, train_per_class=5, workers=1, no_download=True, epochs=3,
+        out="o", seed=4, resume=True, batch_size=16, lr=0.5, schedule="onecycle", weight_decay=1.0,
+        label_smoothing=0.1, device="cpu", quiet=True))
+
+    evaluate = parse(["evaluate", "--checkpoint", "c.pt"])
+    assert evaluate.func is cli._cmd_evaluate and _typed(evaluate) == _typed(argparse.Namespace(
+        command="evaluate", checkpoint="c.pt", dataset=None, data_dir=None, no_download=False, split="test",
+        batch_size=512, device=None, metrics=None, workers=None))
+    evaluate = parse(["evaluate", "--checkpoint", "c.pt", "--dataset", "digits", "--data-dir", "d", "--no-download",
+                      "--split", "train", "--batch-size", "8", "--device", "cpu", "--metrics", "m.json",
+                      "--workers", "2"])
+    assert _typed(evaluate) == _typed(argparse.Namespace(
+        command="evaluate", checkpoint="c.pt", dataset="digits", data_dir="d", no_download=True, split="train",
+        batch_size=8, device="cpu", metrics="m.json", workers=2))
+
+    predict = parse(["predict", "--checkpoint", "c.pt", "a.jpg"])
+    assert predict.func is cli._cmd_predict and _typed(predict) == _typed(argparse.Namespace(
+        command="predict", checkpoint="c.pt", inputs=["a.jpg"], topk=5, output=None, batch_size=64, workers=None,
+        device=None))
+    predict = parse(["predict", "--checkpoint", "c.pt", "a.jpg", "b", "--topk", "2", "--output", "p.csv",
+                     "--batch-size", "4", "--workers", "1", "--device", "cpu"])
+    assert _typed(predict) == _typed(argparse.Namespace(
+        command="predict", checkpoint="c.pt", inputs=["a.jpg", "b"], topk=2, output="p.csv", batch_size=4,
+        workers=1, device="cpu"))
+
+    compare = parse(["compare"])
+    assert compare.func is cli._cmd_compare and _typed(compare) == _typed(argparse.Namespace(
+        command="compare", model="resnet50", libraries=["timm", "torchvision"], batch_size=None, image_size=None,
+        repeats=7, device=None, quiet=False))
+    compare = parse(["compare", "--model", "resnet18", "--libraries", "torchvision", "--batch-size", "2",
+                     "--image-size", "32", "--repeats", "1", "--device", "cpu", "--quiet"])
+    assert _typed(compare) == _typed(argparse.Namespace(
+        command="compare", model="resnet18", libraries=["torchvision"], batch_size=2, image_size=32, repeats=1,
+        device="cpu", quiet=True))
+
+    models = parse(["models"])
+    assert models.func is cli._cmd_models and _typed(models) == {"command": ("str", "models"), "pattern": ("NoneType", None)}
+    assert parse(["models", "resnet*"]).pattern == "resnet*"
+
+
+@pytest.mark.parametrize("args", [
+    [],  # a command is required
+    ["train", "--out", "o"], ["train", "--epochs", "1"],  # both required
+    ["train", "--epochs", "1", "--out", "o", "--finetune", "some"],
+    ["evaluate"], ["evaluate", "--checkpoint", "c.pt", "--split", "val"],
+    ["predict", "--checkpoint", "c.pt"],  # no image
+    ["compare", "--libraries", "keras"],
+    ["models", "a*", "b*"],  # one pattern at most
+])
+def test_missing_or_bad_options_are_argparse_errors(capsys, args):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2 and "usage: resnet-tutorial" in capsys.readouterr().err
+
+
+def test_version_and_usage(capsys):
+    from resnet_tutorial import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out == f"resnet-tutorial {__version__}\n"
+    with pytest.raises(SystemExit):
+        main([])
+    assert "usage: resnet-tutorial [-h] [--version] COMMAND ..." in capsys.readouterr().err
+
+
+def test_pretrained_fills_in_the_model_the_learning_rate_and_the_finetuning(tmp_path):
+    from resnet_tutorial.cli import CLIError, build_parser, check_train_args
+
+    def checked(*extra):
+        args = build_parser().parse_args(["train", "--epochs", "1", "--out", str(tmp_path / "o"), *extra])
+        check_train_args(args)
+        return args.model, args.lr, args.finetune, args.recipe.lr
+
+    assert checked() == ("resnet20", 0.1, None, 0.1)
+    assert checked("--pretrained", "resnet50.tv2_in1k") == ("resnet50", 0.01, "stages", 0.01)
+    assert checked("--pretrained", "resnet18.tv_in1k", "--finetune", "head", "--lr", "0.2") == (
+        "resnet18", 0.2, "head", 0.2)
+    for name in ("w.pt", "w.pth", "w.bin", "w.ckpt", "w.safetensors", "sub/w"):  # a file's name, not a tag
+        with pytest.raises(CLIError, match=f"--pretrained '{name}': no such file"):
+            checked("--pretrained", name)
+
+
+def test_interrupted_training_keeps_its_last_checkpoint_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    import resnet_tutorial.training as training
+
+    def interrupted_fit(model, data, recipe, *, checkpoint_path, **kwargs):
+        save_checkpoint(checkpoint_path, model, epoch=1)  # the first epoch finished, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "fit", interrupted_fit)
+    assert train(tmp_path / "o") == 130
+    err = capsys.readouterr().err
+    assert "continue with the same command and --resume" in err and err.rstrip().endswith("interrupted")
+    assert os.listdir(tmp_path / "o") == ["checkpoint.pt"]
+
+
+def test_out_in_a_folder_without_write_permission(tmp_path, capsys, monkeypatch):
+    """What a user who is not root gets from a read-only folder (os.access answers as for them: it exists and can
+    be read and searched, not written)."""
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode: not mode & os.W_OK)
+    assert_one_line_error(capsys, train(existing), f"--out {str(existing)!r} is not writable")
+    assert_one_line_error(capsys, train(existing / "a" / "b"), f"{str(existing)!r} is not a writable folder")
 
 
 @pytest.mark.parametrize("option, value", [("--schedule", "linear"), ("--dataset", "cifar100")])
@@ -296,6 +488,37 @@ def test_any_failure_during_a_run_is_a_failed_run(tmp_path, capsys, monkeypatch)
     rc = train(tmp_path / "o")
     assert_one_line_error(capsys, rc, "training failed (RuntimeError: CUDA out of memory)")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_failures_first_line_is_cut_at_300_characters(tmp_path, capsys, monkeypatch):
+    import resnet_tutorial.training as training
+
+    for error, shown in ((RuntimeError("x" * 400), "x" * 300 + ")"), (MemoryError(), "(MemoryError: )")):
+        monkeypatch.setattr(training, "fit", lambda *a, error=error, **k: (_ for _ in ()).throw(error))
+        line = assert_one_line_error(capsys, train(tmp_path / "o"), "training failed")
+        assert line.endswith(shown) and "x" * 301 not in line
+
+
+def test_another_rank_reads_rank_0s_copy_and_leaves_the_outputs_to_it(tmp_path, capsys, monkeypatch):
+    """Under torchrun each process runs the command: the others wait for rank 0 (which downloads), read the data
+    without downloading, train on the device torchrun gives them, and print and write nothing themselves."""
+    import resnet_tutorial.cli as cli
+    from resnet_tutorial import distributed, training
+
+    events = []
+    monkeypatch.setattr(distributed, "launched_by_torchrun", lambda: True)
+    monkeypatch.setattr(distributed, "setup", lambda device: ("this rank's device for", device))
+    monkeypatch.setattr(distributed, "rank_and_world", lambda: (1, 2))
+    monkeypatch.setattr(distributed, "barrier", lambda: events.append("barrier"))
+    monkeypatch.setattr(distributed, "cleanup", lambda: events.append("cleanup"))
+    load = cli.load_dataset
+    monkeypatch.setattr(cli, "load_dataset", lambda name, data_dir, download, **kw: events.append(
+        ("load", name, data_dir, download)) or load(name, data_dir, download=download, **kw))
+    monkeypatch.setattr(training, "fit", lambda model, data, recipe, **kw: events.append(("fit", kw["device"])))
+    assert train(tmp_path / "o", "--device", "cpu", "--data-dir", str(tmp_path)) == 0
+    assert events == ["barrier", ("load", "digits", str(tmp_path), False), ("fit", ("this rank's device for", "cpu")),
+                      "cleanup"]
+    assert capsys.readouterr().out == "" and not (tmp_path / "o").exists()
 
 
 # --- --dataset auto: a local CIFAR-10 copy, else MNIST-5k; never the network -----------------------

@@ -1,6 +1,7 @@
 """A folder of images: the dataset, `train --pretrained` on it, `evaluate` and `predict`, and every bad input
 (one `error:` line and exit 2, or a warning naming the skipped file; nothing half-written left behind)."""
 
+import csv
 import json
 import os
 import struct
@@ -17,6 +18,7 @@ import resnet_tutorial as rt
 from resnet_tutorial.checkpoint import read_checkpoint, save_checkpoint
 from resnet_tutorial.cli import main
 from resnet_tutorial.data import DataError
+from resnet_tutorial.evaluation import predict_logits
 from resnet_tutorial.finetune import stage_lrs
 from resnet_tutorial.folder import (
     FolderWarning,
@@ -333,16 +335,41 @@ def trained(folder, weights, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained") / "run"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FolderWarning)
-        assert train(folder[0], out, "--pretrained", str(weights), "--finetune", "head") == 0
+        # 9 training images in one batch: every layer trains (--finetune stages), and BN cannot take a batch of 1
+        assert train(folder[0], out, "--pretrained", str(weights), "--val-fraction", "0.4", "--split-seed", "1",
+                     "--batch-size", "9") == 0
     return out / "checkpoint.pt"
+
+
+def test_pretrained_weights_train_with_the_chapters_stage_learning_rates_by_default(tmp_path, folder, weights, quiet):
+    """--finetune stages, the default: the head at --lr (0.01 with --pretrained), each stage by the chapter's rule."""
+    assert train(folder[0], tmp_path / "run", "--pretrained", str(weights), "--batch-size", "12") == 0  # one batch
+    groups = read_checkpoint(tmp_path / "run" / "checkpoint.pt")["optimizer"]["param_groups"]
+    lrs = {g["name"]: g["initial_lr"] for g in groups}
+    assert lrs == pytest.approx({"head": 0.01, **stage_lrs(rt.create_model("resnet18"), 0.01)})
+
+
+def test_a_folder_trains_from_scratch_with_one_output_per_class(tmp_path, folder, quiet):
+    assert train(folder[0], tmp_path / "run", "--model", "resnet20", "--epochs", "1") == 0
+    assert read_checkpoint(tmp_path / "run" / "checkpoint.pt")["model_config"]["num_classes"] == 3
 
 
 def test_checkpoint_without_class_names(tmp_path, capsys, folder):
     path = tmp_path / "digits.pt"
     save_checkpoint(path, rt.create_model("resnet20"), epoch=1, config={"dataset": "digits"})
     rc = main(["predict", "--checkpoint", str(path), str(folder[0] / "apples" / "1.png")])
-    assert_one_line_error(capsys, rc, "records no class names and preprocessing", "trained on digits",
+    assert_one_line_error(capsys, rc, f"{str(path)!r} records no class names and preprocessing", "trained on digits",
                           "train --data-dir FOLDER")
+    rc = main(["evaluate", "--checkpoint", str(path), "--dataset", "folder"])
+    assert_one_line_error(capsys, rc, f"{str(path)!r} records no class names and preprocessing")
+    state = read_checkpoint(path)  # names without their preprocessing, or a file without any config
+    state["config"] = {"dataset": "folder", "classes": list(CLASSES)}
+    torch.save(state, tmp_path / "names_only.pt")
+    del state["config"]
+    torch.save(state, tmp_path / "no_config.pt")
+    for name, needle in (("names_only.pt", "trained on folder"), ("no_config.pt", "trained on unknown data")):
+        rc = main(["predict", "--checkpoint", str(tmp_path / name), str(folder[0] / "apples" / "1.png")])
+        assert_one_line_error(capsys, rc, "records no class names and preprocessing", needle)
 
 
 def test_class_count_that_does_not_match(tmp_path, capsys, trained, quiet):
@@ -356,6 +383,28 @@ def test_class_count_that_does_not_match(tmp_path, capsys, trained, quiet):
     torch.save(state, tmp_path / "edited.pt")
     rc = main(["predict", "--checkpoint", str(tmp_path / "edited.pt"), str(other)])
     assert_one_line_error(capsys, rc, "holds a model for 3 classes but names 2")
+
+
+def test_evaluate_splits_the_folder_it_trained_on_as_the_run_did(tmp_path, capsys, trained, folder, quiet,
+                                                                 monkeypatch):
+    """Without --data-dir (or with the same folder) evaluate reads the run's folder and its validation images:
+    the split of the run's --val-fraction and --split-seed, so the accuracy is the one the run recorded."""
+    import resnet_tutorial.cli as cli
+
+    splits = []
+    monkeypatch.setattr(cli, "load_folder", lambda root, prep, **kw: splits.append(kw) or load_folder(root, prep, **kw))
+    summary = json.loads((trained.parent / "summary.json").read_text())
+    for extra in (["--batch-size", "1"], ["--data-dir", str(folder[0])]):  # batches of 1 are allowed too
+        assert main(["evaluate", "--checkpoint", str(trained), "--workers", "0", *extra]) == 0
+        metrics = json.loads((trained.parent / "metrics_folder.json").read_text())
+        assert sum(c["support"] for c in metrics["per_class"]) == 6  # 40 % of each class's 5 images
+        assert metrics["accuracy"] == pytest.approx(summary["final"]["test_acc"], abs=1e-6)
+    assert splits == [dict(val_fraction=0.4, split_seed=1, classes=list(CLASSES), num_workers=0)] * 2
+    state = read_checkpoint(trained)  # a checkpoint that does not say how its folder was split: the defaults
+    del state["config"]["split"]
+    torch.save(state, tmp_path / "unsplit.pt")
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "unsplit.pt"), "--workers", "0"]) == 0
+    assert splits[-1] == dict(val_fraction=0.2, split_seed=0, classes=list(CLASSES), num_workers=0)
 
 
 def test_evaluate_another_folder_uses_every_image(tmp_path, capsys, trained):
@@ -373,6 +422,8 @@ def test_bad_predict_inputs(tmp_path, capsys, trained, folder):
         ([str(tmp_path / "texts")], ["no images to classify"]),
         ([str(folder[0]), "--output", str(tmp_path / "p.txt")], ["name a .json or a .csv file"]),
         ([str(folder[0]), "--topk", "0"], ["--topk must be at least 1"]),
+        ([str(folder[0]), "--batch-size", "0"], ["--batch-size must be at least 1"]),
+        ([str(folder[0]), "--device", "tpu9"], ["--device 'tpu9' is not a device"]),
     ]
     for extra, needles in cases:
         rc = main(["predict", "--checkpoint", str(trained), *extra])
@@ -381,6 +432,47 @@ def test_bad_predict_inputs(tmp_path, capsys, trained, folder):
     rc = main(["predict", "--checkpoint", str(trained), str(folder[0] / "bricks" / "truncated.jpg")])
     err = capsys.readouterr().err
     assert rc == 2 and "warning: skipping" in err and "truncated.jpg: truncated" in err
+
+
+def test_predict_prints_a_table_and_writes_the_same_predictions_as_json_or_csv(tmp_path, capsys, trained, folder,
+                                                                               quiet, monkeypatch):
+    import resnet_tutorial.cli as cli
+
+    loaders = []  # the batches predict asks for: --batch-size images, decoded by --workers processes (default 0)
+    monkeypatch.setattr(cli, "predict_logits", lambda model, loader: loaders.append(
+        (loader.batch_size, loader.num_workers)) or predict_logits(model, loader))
+    root = folder[0]
+    inputs = [str(root / "clouds"), str(root / "apples" / "1.png")]
+    assert main(["predict", "--checkpoint", str(trained), *inputs, "--topk", "2", "--output",
+                 str(tmp_path / "p.JSON")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = json.loads((tmp_path / "p.JSON").read_text())
+    assert lines[-1] == f"wrote {tmp_path / 'p.JSON'}" and lines[0].split() == ["image", "top-1", "top-2"]
+    assert lines[0].startswith("image ") and lines[0] == lines[0].rstrip()  # no trailing blanks after "top-2"
+    clouds = sorted(str(p) for p in (root / "clouds").iterdir() if p.name != "dot.png")  # 1x1 pixels: skipped
+    assert [r["image"] for r in rows] == clouds + [inputs[1]]
+    for line, row in zip(lines[1:-1], rows, strict=True):  # the table: one line per image, in columns
+        assert line.split() == [row["image"], *(x for t in row["top"] for x in (t["class"], f"{t['probability']:.3f}"))]
+        assert line[lines[0].index("top-1"):].startswith(row["top"][0]["class"]) and line == line.rstrip()
+        probs = [t["probability"] for t in row["top"]]
+        assert probs == sorted(probs, reverse=True) and all(round(p, 6) == p for p in probs)
+    assert main(["predict", "--checkpoint", str(trained), *inputs, "--topk", "9", "--output",
+                 str(tmp_path / "p.csv")]) == 0  # at most the 3 classes
+    assert capsys.readouterr().out.splitlines()[0].split() == ["image", "top-1", "top-2", "top-3"]
+    with open(tmp_path / "p.csv", newline="") as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["image", "rank", "class", "probability"] and len(table) == 1 + 3 * len(rows)
+    for k, (image, rank, name, prob) in enumerate(table[1:]):
+        row = rows[k // 3]
+        assert (image, int(rank)) == (row["image"], k % 3 + 1)
+        if int(rank) <= 2:
+            assert (name, float(prob)) == (row["top"][int(rank) - 1]["class"], row["top"][int(rank) - 1]["probability"])
+    for image in {r["image"] for r in rows}:
+        assert sum(float(p) for i, _, _, p in table[1:] if i == image) == pytest.approx(1, abs=1e-5)
+    assert main(["predict", "--checkpoint", str(trained), inputs[1], "--topk", "1", "--batch-size", "1",
+                 "--workers", "1"]) == 0  # the smallest of each
+    assert capsys.readouterr().out.splitlines()[0].split() == ["image", "top-1"]
+    assert loaders == [(64, 0), (64, 0), (1, 1)]
 
 
 def test_data_error_is_raised_by_the_library_too(tmp_path):
@@ -408,3 +500,5 @@ def test_pretrained_tag_takes_the_weights_and_their_preprocessing(tmp_path, caps
     assert summary["model"] == "resnet18" and summary["pretrained"] == "resnet18.tv_in1k"
     assert summary["preprocessing"] == {**preprocessing_for("resnet18", "tv_in1k", 32).to_dict()}
     assert "from resnet18.tv_in1k (all)" in capsys.readouterr().out
+    groups = read_checkpoint(out / "checkpoint.pt")["optimizer"]["param_groups"]
+    assert [g["initial_lr"] for g in groups] == [0.01]  # all: every layer at --lr, in one group

@@ -14,7 +14,10 @@ from torchvision.ops import FrozenBatchNorm2d
 import resnet_tutorial as rt
 from resnet_tutorial.errors import ConfigError, ModelArgumentError, ModelConfigError, ResnetTutorialError
 from resnet_tutorial.models import (
+    BasicBlock,
+    Bottleneck,
     FeatureMaps,
+    GlobalPool,
     PreActResNet,
     ResNet,
     ResNetBase,
@@ -120,6 +123,25 @@ def test_features_only_maps_are_the_stem_and_the_stages_of_the_model(name):
     assert all(torch.equal(m, stage_maps[n]) for m, n in zip(maps[1:-1], model.stage_names[:-1], strict=True))
     assert torch.equal(maps[-1], last)
     assert [m.shape[1] for m in maps] == feats.feature_info.channels()
+    assert [32 // r for r in feats.feature_info.reduction()] == [m.shape[-1] for m in maps]  # each map's stride
+
+
+def test_feature_info_answers_for_one_map_or_several():
+    """timm's FeatureInfo: no index gives every selected map's value, an int one map's, a list those maps'."""
+    info = rt.create_model("resnet20", features_only=True, out_indices=(1, 2, 3)).feature_info
+    assert info.channels() == [16, 32, 64] and info.reduction() == [1, 2, 4]
+    assert info.channels(1) == 32 and info.channels([0, 2]) == [16, 64]
+    assert info.reduction(-1) == 4 and info.reduction([1, 2]) == [2, 4]
+    assert info.module_name(0) == "layer1" and info.module_name([1, 2]) == ["layer2", "layer3"]
+    assert [d["index"] for d in info.get_dicts()] == [1, 2, 3] and info[0]["index"] == 1  # which map each is
+
+
+def test_features_only_takes_indices_from_minus_n_and_keeps_the_cfg():
+    """Indices as Python's (resnet20 has 4 maps: -4 is the stem), kept normalised and sorted; the feature model
+    keeps the model's pretrained_cfg (the mean and std its input is normalised with)."""
+    feats = rt.create_model("resnet20", features_only=True, out_indices=(-1, -4))
+    assert feats.out_indices == (0, 3) and feats.feature_info.module_name() == ["relu", "layer3"]
+    assert feats.pretrained_cfg == rt.create_model("resnet20").pretrained_cfg and "mean" in feats.pretrained_cfg
 
 
 def test_features_only_keeps_the_children_up_to_the_last_map():
@@ -247,6 +269,18 @@ def test_reset_classifier_with_global_pool():
     with pytest.raises(ModelConfigError, match="catavgmax"):
         model.reset_classifier(3, global_pool="min")
     assert rt.create_model("resnet20", global_pool="max").global_pool.pool_type == "max"
+    assert torch.equal(GlobalPool()(feats), feats.mean((2, 3)))  # the default: average pooling
+    single = rt.create_model("resnet20", num_classes=1)  # one logit (a binary classifier) is still a classifier
+    assert isinstance(single.fc, nn.Linear) and single(x).shape == (2, 1)
+
+
+def test_reset_classifier_records_the_classes_and_stays_on_the_models_device():
+    model = rt.create_model("resnet20")
+    model.reset_classifier(3)
+    assert model.num_classes == 3  # what a checkpoint records and `evaluate` compares with the data
+    on_meta = rt.create_model("resnet20").to("meta")  # the meta device stands in for a GPU
+    on_meta.reset_classifier(4)
+    assert on_meta.fc.weight.device.type == "meta" and on_meta.num_classes == 4
 
 
 def test_norm_layer_frozen_bn_group_norm_and_none():
@@ -265,6 +299,17 @@ def test_norm_layer_frozen_bn_group_norm_and_none():
     gn = rt.create_model("preact_resnet110", norm_layer=lambda c: nn.GroupNorm(4, c))
     assert isinstance(gn.final_bn, nn.GroupNorm) and isinstance(gn.layer3[0].bn1, nn.GroupNorm)
     assert torch.equal(gn.final_bn.weight, torch.ones(64))
+    plain20 = rt.create_model("plain20", norm_layer=lambda c: nn.GroupNorm(4, c))  # a plain net's blocks too
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain20.modules())
+
+
+def test_a_plain_net_takes_the_block_options_of_its_residual_twin():
+    """shortcut=None keeps every other option: the plain twin of a v1 ResNeXt has its grouped, 1x1-strided blocks."""
+    plain = ResNet(Bottleneck, [1, 1], channels=(4, 8), shortcut=None, groups=2, width_per_group=32,
+                   stride_in_1x1=True)
+    block = plain.layer2[0]
+    assert not block.residual and block.conv1.stride == (2, 2) and block.conv2.stride == (1, 1)
+    assert block.conv2.groups == 2 and block.conv2.in_channels == 8  # 8 * 32 / 64 channels per group, 2 groups
 
 
 # --- clear errors ------------------------------------------------------------------------------------
@@ -311,6 +356,17 @@ def test_bad_stage_table():
         ResNet(BasicBlock, [2, 2], channels=(16, 32, 64))
     with pytest.raises(ModelConfigError, match="block must be a block class"):
         ResNet(nn.Conv2d, [2, 2, 2])
+    with pytest.raises(ModelConfigError, match="every stage needs at least one block"):
+        ResNet(BasicBlock, [2, 0], channels=(16, 32))
+
+
+def test_the_smallest_arguments_that_make_a_net_are_accepted():
+    """The bounds are inclusive: a stage of one channel, no classifier (num_classes=0: the pooled features)."""
+    x = torch.randn(2, 3, 16, 16)
+    assert ResNet(BasicBlock, [1, 1], channels=(1, 2), stem="cifar", num_classes=3)(x).shape == (2, 3)
+    features = ResNet(BasicBlock, [1, 1], channels=(4, 8), stem="cifar", num_classes=0)
+    assert isinstance(features.fc, nn.Identity) and features(x).shape == (2, 8) and features.num_classes == 0
+    assert features.pretrained_cfg == {} == features.default_cfg  # a net built by hand has an empty cfg, not None
 
 
 def test_resnet_and_preact_resnet_refuse_each_others_blocks():
@@ -338,6 +394,34 @@ def test_preact_nets_take_no_shortcut_option():
     with pytest.raises(ModelArgumentError, match="preact_resnet110 takes no argument 'shortcut'"):
         rt.create_model("preact_resnet110", shortcut="A")
     assert "groups" in model_arguments("preact_resnet164") and "norm_layer" in model_arguments("preact_resnet110")
+
+
+def test_preact_resnet_built_directly_has_the_imagenet_stem_and_its_options():
+    """The class itself, not only the zoo's CIFAR nets: 1000 classes, a 7x7 stride-2 stem and max-pool (the maps
+    at the strides feature_info gives), no zeroed branch, and ResNeXt groups as asked."""
+    from resnet_tutorial.models import PreActBottleneck
+
+    torch.manual_seed(0)
+    net = PreActResNet(PreActBottleneck, [1, 1], channels=(4, 8), groups=2, width_per_group=32)
+    assert net.num_classes == 1000 and net.fc.out_features == 1000
+    conv2 = net.layer1[0].conv2
+    assert conv2.groups == 2 and conv2.in_channels == 4  # 4 * 32 / 64 channels per group, 2 groups
+    assert all(block.conv3.weight.abs().sum() > 0 for block in (net.layer1[0], net.layer2[0]))  # not zeroed
+    feats = FeatureMaps(net).eval()
+    with torch.no_grad():
+        maps = feats(torch.randn(2, 3, 64, 64))
+    assert [m.shape[-1] for m in maps] == [64 // r for r in feats.feature_info.reduction()] == [32, 16, 8]
+
+
+@pytest.mark.parametrize("name", ["resnet20", "preact_resnet110"])
+def test_drop_rate_drops_pooled_features_in_training_only(name):
+    torch.manual_seed(0)
+    model = rt.create_model(name, num_classes=7, drop_rate=0.25, channels=(4, 8, 8))
+    assert model.num_classes == 7 and model.drop_rate == 0.25
+    ones = torch.ones(2, 8, 2, 2)
+    assert torch.equal(model.eval().forward_head(ones, pre_logits=True), torch.ones(2, 8))  # eval: no dropout
+    pooled = model.train().forward_head(ones, pre_logits=True)  # p=0.25 in training: each 1 -> 0 or 4/3
+    assert sorted(set(pooled.unique().tolist())) == pytest.approx([0.0, 4 / 3])
 
 
 def test_bogus_profile_is_a_config_error(monkeypatch):
@@ -396,6 +480,19 @@ def test_linear_init_is_torchvision_default():
     bound = 1 / math.sqrt(ours.in_features)  # nn.Linear's default, which torchvision keeps
     assert ours.weight.abs().max() <= bound and ours.weight.abs().max() > 0.99 * bound
     assert ours.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)
+
+
+def test_init_weights_starts_a_used_model_afresh():
+    """Called again (say, on a trained model), init_weights resets every norm layer to the identity and zeroes no
+    branch unless asked."""
+    model = rt.create_model("resnet20", norm_layer=lambda c: nn.GroupNorm(4, c))
+    norms = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
+    with torch.no_grad():
+        for m in norms:
+            m.weight.fill_(0.5)
+            m.bias.fill_(0.3)
+    model.init_weights()
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any() for m in norms)
 
 
 def test_zero_init_last_without_a_norm_weight_is_a_clear_error():

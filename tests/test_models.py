@@ -82,6 +82,13 @@ def test_cifar_parameter_counts_match_table6(name, millions):
     assert round(params / 1e6, digits) == millions
 
 
+def test_the_cifar_stem_is_one_3x3_convolution_without_bias():
+    """He et al. (2016a, Sec. 4.2): "The first layer is 3x3 convolutions", at the input's 32x32, followed by BN."""
+    model = rt.create_model("resnet20")
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.bias is None
+    assert sum(p.numel() for p in model.parameters()) == 269_722  # Table 6's 0.27M, to the parameter
+
+
 @pytest.mark.parametrize("depth", [20, 32, 44, 56, 110])
 def test_plain_twins_have_the_same_layers_as_option_a_resnets(depth):
     plain, res = rt.create_model(f"plain{depth}"), rt.create_model(f"resnet{depth}")
@@ -197,6 +204,8 @@ def test_wrong_number_of_input_channels_gets_a_clear_message():
         model(torch.randn(2, 1, 28, 28))
     with pytest.raises(ValueError, match=r"unsqueeze\(0\)"):
         model(torch.randn(3, 32, 32))
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\), got \(4, 10\)$"):  # not an image at all: no hint
+        model(torch.randn(4, 10))
     gray = rt.create_model("resnet20", in_chans=1)
     assert gray(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 

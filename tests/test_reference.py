@@ -56,10 +56,37 @@ def test_compare_command_rejects_bad_models(capsys):
     assert err.startswith("error: unknown model") and "Traceback" not in err
 
 
+def test_compare_command_passes_its_options_to_the_parity_and_speed_tables(capsys, monkeypatch):
+    import resnet_tutorial.cli as cli
+
+    calls = []
+    monkeypatch.setattr(cli, "parity_report", lambda model, libraries: calls.append((model, libraries)) or "report")
+    monkeypatch.setattr(cli, "format_parity", lambda report: f"parity of {report}")
+    monkeypatch.setattr(cli, "speed_comparison", lambda model, **options: calls.append((model, options)) or "rows")
+    monkeypatch.setattr(cli, "format_speed", lambda rows: f"speed of {rows}")
+    monkeypatch.setattr(cli, "format_ratios", lambda rows: f"ratios of {rows}")
+    assert main(["compare", "--model", "resnet34", "--libraries", "timm", "--repeats", "1", "--batch-size", "3",
+                 "--image-size", "40", "--device", "cpu", "--quiet"]) == 0
+    assert capsys.readouterr().out == "parity of report\n\nspeed of rows\n\nratios of rows\n"
+    options = dict(libraries=["timm"], batch_size=3, image_size=40, repeats=1, device="cpu", progress=False)
+    assert calls == [("resnet34", ["timm"]), ("resnet34", options)]
+    calls.clear()
+    assert main(["compare"]) == 0  # the defaults: resnet50 against both, 7 rounds, sizes and device by the machine
+    both = ["timm", "torchvision"]
+    defaults = dict(libraries=both, batch_size=None, image_size=None, repeats=7, device=None, progress=True)
+    assert calls == [("resnet50", both), ("resnet50", defaults)]
+    calls.clear()
+    assert main(["compare", "--repeats", "0"]) == 0 and calls == [("resnet50", both)]  # 0: no speed table
+    assert capsys.readouterr().out.endswith("parity of report\n")
+
+
 def test_models_command_lists_parameters_and_macs(capsys):
     assert main(["models", "resnet5*"]) == 0
     out = capsys.readouterr().out
     assert "resnet50" in out and "25,557,032" in out and "4.089" in out and "resnet56" in out
+    lines = out.splitlines()  # a header, its rule, and one line per model in the header's columns
+    assert lines[0].split() == ["model", "family", "input", "params", "GMACs"] and lines[1] == "-" * len(lines[0])
+    assert all(len(line) == len(lines[0]) for line in lines[2:])
     assert main(["models", "nothing*"]) == 2
 
 
