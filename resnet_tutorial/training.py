@@ -363,9 +363,12 @@ def setup(model: nn.Module, data, recipe: Recipe, *, device=None, seed: int = 0,
     layout = torch.channels_last if channels_last else torch.preserve_format
     model.to(device, memory_format=layout)
     data = augmented_as(data, recipe)
+    # Batch norm cannot train on one image: a last batch that would hold one is dropped.
+    per_rank = math.ceil(len(data.train) / world)
+    drop_last = per_rank > 1 and per_rank % recipe.batch_size == 1
     train_loader = data.loader("train", recipe.batch_size, augment=bool(recipe.augment),
                                device=device, seed=shifted(seed), rank=rank,
-                               world_size=world)
+                               world_size=world, drop_last=drop_last)
     optimizer = make_optimizer(model, recipe.lr, recipe.momentum, recipe.nesterov,
                                recipe.weight_decay, param_groups)
     scheduler = make_scheduler(optimizer, recipe.schedule, recipe.epochs,

@@ -705,3 +705,23 @@ def test_inside_torchrun_each_process_trains_on_its_share(digits, tmp_path, monk
     assert len(seen) == len(batches) == 4 and all(torch.equal(a, b) for a, b in zip(seen, batches, strict=True))
     assert h.config["world_size"] == 2
     assert ("epoch 1/1" in capsys.readouterr().err) == (rank == 0) and path.exists() == (rank == 0)
+
+
+def test_a_last_batch_of_one_image_is_dropped_so_that_batch_norm_can_train(digits):
+    # 400 training images in batches of 57: seven full batches and one of a single image. ResNet-18 brings a
+    # 28x28 image down to 1x1 in its last stage, where batch norm in training mode cannot normalise a batch of
+    # one ("Expected more than 1 value per channel when training"); fit drops that batch
+    assert len(digits.train) == 400 and 400 % 57 == 1
+    torch.manual_seed(0)
+    model = rt.create_model("resnet18", in_chans=1, num_classes=10)
+    h = fit(model, digits, Recipe(epochs=1, batch_size=57), progress=False, device="cpu")
+    assert len(h.epochs) == 1 and math.isfinite(h.final["train_loss"])
+    run = training.setup(tiny(), digits, Recipe(epochs=1, batch_size=57), device="cpu")
+    assert len(run.train_loader) == 7 and sum(len(y) for _, y in run.train_loader) == 399
+    # a last batch of two images or more is kept; so is a training split of one image (nothing to drop to)
+    for batch_size, images in ((64, 400), (398, 400)):
+        run = training.setup(tiny(), digits, Recipe(epochs=1, batch_size=batch_size), device="cpu")
+        assert sum(len(y) for _, y in run.train_loader) == images
+    one = dataclasses.replace(digits, train=Split(digits.train.images[:1], digits.train.labels[:1]))
+    run = training.setup(tiny(), one, Recipe(epochs=1, batch_size=8), device="cpu")
+    assert len(run.train_loader) == 1
