@@ -164,9 +164,9 @@ def deletion_study(model: ResNet, data, *, batch_size=500, device=None) -> list[
 #: (None: as stored), the stage widths, the seeds, one training recipe for every net, and ``clean_per_class``:
 #: how many training images per class the clean training error is measured on after every epoch (None: all).
 #: "paper" is the paper's CIFAR-10 recipe (Sec. 4.2: batch 128, lr 0.1 divided by 10 at 32k and 48k
-#: iterations of 64k, i.e. epochs 82 and 123 of 164; weight decay 1e-4, momentum 0.9). "cpu" is sized for CI (issue 9): MNIST-5k at half width, three
-#: seeds, batch 64 so that 6 epochs are 378 SGD steps (63 per epoch), bf16 autocast where the CPU computes
-#: bf16 natively ("auto") and channels_last. Measured at one thread on an AMD EPYC with AVX-512 BF16, one
+#: iterations of 64k, i.e. epochs 82 and 123 of 164; weight decay 1e-4, momentum 0.9). "cpu" is sized for CI
+#: (issue 9): MNIST-5k at half width, three seeds, batch 64 so that 6 epochs are 378 SGD steps (63 per epoch),
+#: bf16 autocast where the CPU computes bf16 natively ("auto") and channels_last. Measured at one thread on an AMD EPYC with AVX-512 BF16, one
 #: epoch of plain-56: channels_last 8.3 s of training against 11.2 s without; bf16 no faster than fp32 at
 #: these widths. The clean error on 200 images per class (2,000 of the 4,000) instead of all of them saves
 #: about 1 s of plain-56's 11 s per epoch. The images resized from 28 to 24 pixels a side: every convolution
