@@ -18,6 +18,7 @@ from resnet_tutorial.evaluation import loss_and_accuracy
 from resnet_tutorial.gradflow import (
     DEGRADATION_SETUP,
     clean_training_view,
+    degradation_data,
     degradation_experiment,
     degradation_seeds,
 )
@@ -117,13 +118,35 @@ def test_start_from_continues_a_copy_of_the_trained_net(data, cache, one_thread)
 def test_the_cpu_setup_has_seeds_and_states_its_steps():
     cpu = DEGRADATION_SETUP["cpu"]
     assert len(cpu["seeds"]) >= 3 and len(set(cpu["seeds"])) == len(cpu["seeds"])
-    steps = cpu["recipe"].epochs * -(-4000 // cpu["recipe"].batch_size)
+    assert cpu["dataset"] == "fashion-mnist" and cpu["per_class"] == 400  # 4,000 training images
+    steps = cpu["recipe"].epochs * -(-10 * cpu["per_class"] // cpu["recipe"].batch_size)
     assert steps == 378  # what the comment above DEGRADATION_SETUP and chapter 2 say
-    # every chapter that uses these nets loads the data the same way (chapter 2 trains them; 5 and 6 measure them)
     assert cpu["image_size"] == 24 and all(DEGRADATION_SETUP[p]["image_size"] is None for p in ("gpu", "paper"))
+    assert all(DEGRADATION_SETUP[p]["per_class"] is None for p in ("gpu", "paper"))  # all of CIFAR-10
+    # every chapter that uses these nets loads the data the same way (chapter 2 trains them; 5 and 6 measure them)
     for chapter in ("02_residual_connections", "05_gradient_flow", "06_gradient_measurements"):
         source = (ROOT / "chapters" / f"{chapter}.md").read_text()
-        assert 'load_dataset(setup["dataset"], image_size=setup["image_size"])' in source, chapter
+        assert "data = degradation_data(setup)" in source, chapter
+
+
+def test_degradation_data_takes_the_profiles_images_per_class_and_the_whole_test_split(monkeypatch):
+    from resnet_tutorial import gradflow
+    from resnet_tutorial.data import load_dataset
+
+    asked = []
+
+    def fake_load(name, image_size=None):
+        asked.append((name, image_size))
+        return load_dataset("digits")
+
+    monkeypatch.setattr(gradflow, "load_dataset", fake_load)
+    full = load_dataset("digits")
+    sub = degradation_data({"dataset": "x", "image_size": 24, "per_class": 3})
+    assert asked == [("x", 24)]
+    assert len(sub.train) == 3 * full.num_classes and len(sub.test) == len(full.test)
+    assert torch.equal(sub.train.images, full.subset(3).train.images)  # the same images as a subset of seed 0
+    whole = degradation_data({"dataset": "y", "image_size": None, "per_class": None})
+    assert len(whole.train) == len(full.train) and asked[-1] == ("y", None)
 
 
 def test_what_each_net_is_trained_and_measured_with(data, monkeypatch):
