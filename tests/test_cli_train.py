@@ -63,6 +63,42 @@ def test_train_writes_checkpoint_and_summary_then_evaluate(tmp_path, capsys):
     assert (metrics["checkpoint"], metrics["dataset"], metrics["split"]) == (ckpt, "digits", "test")
 
 
+def test_seed_reaches_the_training_and_progress_bars_show_unless_quiet(tmp_path, capsys):
+    """--seed seeds the batch order and augmentation too, not only the initial weights (the checkpoint records
+    the training's seed); without --quiet each epoch shows a progress bar on stderr."""
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--batch-size", "128", "--out", str(out),
+                 "--seed", "3"]) == 0
+    assert read_checkpoint(out / "checkpoint.pt")["config"]["seed"] == 3
+    assert "epoch 1/1" in capsys.readouterr().err
+
+
+def test_the_line_saying_what_trains_is_out_before_the_training(tmp_path, monkeypatch):
+    """Under `| tee log`, or a notebook's `!resnet-tutorial train ...`, stdout is a pipe, written in blocks: the
+    line saying what trains on what must be sent before the minutes of training, not held back until the end."""
+    import io
+    import sys
+
+    from resnet_tutorial import training
+
+    class Pipe(io.StringIO):
+        sent = ""
+
+        def flush(self):
+            self.sent = self.getvalue()
+
+    pipe, sent_before_training = Pipe(), []
+    monkeypatch.setattr(sys, "stdout", pipe)
+
+    def fit(*args, **kwargs):
+        sent_before_training.append(pipe.sent)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(training, "fit", fit)
+    assert train(tmp_path / "run") == 2  # "training failed": the test stops it
+    assert sent_before_training == [f"training resnet20 on {rd.load_dataset('digits').source} | 1 process(es)\n"]
+
+
 def test_train_per_class_trains_on_a_stratified_subset_and_evaluates_the_whole_test_split(tmp_path, monkeypatch):
     from resnet_tutorial import training
 
@@ -416,6 +452,24 @@ def test_missing_or_bad_options_are_argparse_errors(capsys, args):
     assert info.value.code == 2 and "usage: resnet-tutorial" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command, shown", [
+    (["train"], ["--pretrained TAG|FILE", "--finetune {head,all,stages}", "--train-per-class N",
+                 "--dataset {auto,mnist5k,fashion-mnist,cifar10,digits,folder}",
+                 "--schedule {cosine,warmup_cosine,step,constant,onecycle}"]),
+    (["predict"], ["--checkpoint CHECKPOINT", "FILE_OR_DIR [FILE_OR_DIR ...]"]),
+    (["compare", "--libraries", "keras"], ["--libraries {timm,torchvision} [{timm,torchvision} ...]"]),
+    (["evaluate"], ["--split {train,test}"]),
+])
+def test_usage_says_what_each_option_takes(capsys, command, shown):
+    """A mistyped command prints its usage: each option with the kind of value it takes (a tag or a file, a
+    number, files or folders) or the values it accepts, the reader's guide to a correct command line."""
+    with pytest.raises(SystemExit):
+        main(command)
+    usage = " ".join(capsys.readouterr().err.split())  # argparse wraps the usage to the terminal's width
+    for text in shown:
+        assert text in usage
+
+
 def test_version_and_usage(capsys):
     from resnet_tutorial import __version__
 
@@ -501,9 +555,11 @@ def test_a_failures_first_line_is_cut_at_300_characters(tmp_path, capsys, monkey
 
 def test_another_rank_reads_rank_0s_copy_and_leaves_the_outputs_to_it(tmp_path, capsys, monkeypatch):
     """Under torchrun each process runs the command: the others wait for rank 0 (which downloads), read the data
-    without downloading, train on the device torchrun gives them, and print and write nothing themselves."""
+    without downloading, but with the options rank 0 reads it with (a folder split by the same fraction and seed,
+    into the same validation images), train on the device torchrun gives them, and print and write nothing."""
     import resnet_tutorial.cli as cli
     from resnet_tutorial import distributed, training
+    from resnet_tutorial.folder import preprocessing_for
 
     events = []
     monkeypatch.setattr(distributed, "launched_by_torchrun", lambda: True)
@@ -512,12 +568,16 @@ def test_another_rank_reads_rank_0s_copy_and_leaves_the_outputs_to_it(tmp_path, 
     monkeypatch.setattr(distributed, "barrier", lambda: events.append("barrier"))
     monkeypatch.setattr(distributed, "cleanup", lambda: events.append("cleanup"))
     load = cli.load_dataset
+    options = []
     monkeypatch.setattr(cli, "load_dataset", lambda name, data_dir, download, **kw: events.append(
-        ("load", name, data_dir, download)) or load(name, data_dir, download=download, **kw))
+        ("load", name, data_dir, download)) or options.append(kw) or load(name, data_dir, download=download, **kw))
     monkeypatch.setattr(training, "fit", lambda model, data, recipe, **kw: events.append(("fit", kw["device"])))
-    assert train(tmp_path / "o", "--device", "cpu", "--data-dir", str(tmp_path)) == 0
+    assert train(tmp_path / "o", "--device", "cpu", "--data-dir", str(tmp_path), "--val-fraction", "0.3",
+                 "--split-seed", "5", "--workers", "0") == 0
     assert events == ["barrier", ("load", "digits", str(tmp_path), False), ("fit", ("this rank's device for", "cpu")),
                       "cleanup"]
+    assert options == [dict(preprocessing=preprocessing_for("resnet20", None, None), val_fraction=0.3, split_seed=5,
+                            num_workers=0)]
     assert capsys.readouterr().out == "" and not (tmp_path / "o").exists()
 
 
