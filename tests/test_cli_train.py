@@ -314,6 +314,7 @@ def test_run_killed_after_its_first_epoch_resumes_to_the_uninterrupted_weights(t
     (["--epochs", "0"], ["--epochs must be at least 1"]),
     (["--train-per-class", "0"], ["--train-per-class takes a whole number of 1 or more", "got 0"]),
     (["--image-size", "32"], ["--image-size need a folder of images"]),
+    (["--image-size", "16"], ["--image-size need a folder of images"]),  # the smallest size it takes
 ])
 def test_bad_training_arguments(tmp_path, capsys, extra, needles):
     rc = train(tmp_path / "o", *extra)
@@ -510,6 +511,38 @@ def test_interrupted_training_keeps_its_last_checkpoint_and_says_how_to_resume(t
     err = capsys.readouterr().err
     assert "continue with the same command and --resume" in err and err.rstrip().endswith("interrupted")
     assert os.listdir(tmp_path / "o") == ["checkpoint.pt"]
+
+
+def test_interrupted_before_the_first_checkpoint_offers_nothing_to_resume(tmp_path, capsys, monkeypatch):
+    import resnet_tutorial.training as training
+
+    def interrupted_fit(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C during the first epoch: no checkpoint yet
+
+    monkeypatch.setattr(training, "fit", interrupted_fit)
+    assert train(tmp_path / "o") == 130
+    assert capsys.readouterr().err == "interrupted\n"  # not "continue with ... --resume": there is nothing to resume
+
+
+def test_a_failed_run_in_an_existing_folder_removes_only_what_it_wrote(tmp_path, capsys, monkeypatch):
+    """--out may be a folder that already holds files (notes, the summary of an earlier run): a failed run removes
+    its half-written checkpoint and leaves them."""
+    import resnet_tutorial.training as training
+
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "summary.json").write_text("{}")
+
+    def broken_fit(*args, checkpoint_path, **kwargs):
+        with open(checkpoint_path, "wb") as f:
+            f.write(b"half")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(training, "fit", broken_fit)
+    assert_one_line_error(capsys, train(out), "training failed (RuntimeError: disk full)")
+    assert sorted(os.listdir(out)) == ["notes.txt", "summary.json"]
+    assert (out / "summary.json").read_text() == "{}"
 
 
 def test_out_in_a_folder_without_write_permission(tmp_path, capsys, monkeypatch):
