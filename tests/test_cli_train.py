@@ -63,13 +63,15 @@ def test_train_writes_checkpoint_and_summary_then_evaluate(tmp_path, capsys):
     assert (metrics["checkpoint"], metrics["dataset"], metrics["split"]) == (ckpt, "digits", "test")
 
 
-def test_seed_reaches_the_training_and_progress_bars_show_unless_quiet(tmp_path, capsys):
-    """--seed seeds the batch order and augmentation too, not only the initial weights (the checkpoint records
-    the training's seed); without --quiet each epoch shows a progress bar on stderr."""
+def test_seed_and_schedule_reach_the_training_and_progress_bars_show_unless_quiet(tmp_path, capsys):
+    """--seed seeds the batch order and augmentation too, not only the initial weights, and --schedule sets the
+    learning rate's schedule (the checkpoint records the training's settings); without --quiet each epoch shows a
+    progress bar on stderr."""
     out = tmp_path / "run"
     assert main(["train", "--dataset", "digits", "--epochs", "1", "--batch-size", "128", "--out", str(out),
-                 "--seed", "3"]) == 0
-    assert read_checkpoint(out / "checkpoint.pt")["config"]["seed"] == 3
+                 "--seed", "3", "--schedule", "step"]) == 0
+    config = read_checkpoint(out / "checkpoint.pt")["config"]
+    assert (config["seed"], config["schedule"]) == (3, "step")
     assert "epoch 1/1" in capsys.readouterr().err
 
 
@@ -314,7 +316,12 @@ def test_run_killed_after_its_first_epoch_resumes_to_the_uninterrupted_weights(t
     (["--epochs", "0"], ["--epochs must be at least 1"]),
     (["--train-per-class", "0"], ["--train-per-class takes a whole number of 1 or more", "got 0"]),
     (["--image-size", "32"], ["--image-size need a folder of images"]),
-    (["--image-size", "16"], ["--image-size need a folder of images"]),  # the smallest size it takes
+    (["--val-fraction", "0"], ["--val-fraction must be between 0 and 1"]),
+    (["--val-fraction", "1"], ["--val-fraction must be between 0 and 1"]),
+    (["--dataset", "folder", "--train-per-class", "5"], ["--train-per-class takes", "a dataset held in memory"]),
+    # the smallest values taken: these pass their own checks and fail only at the next one
+    (["--image-size", "16"], ["--image-size need a folder of images"]),
+    (["--train-per-class", "1", "--image-size", "32"], ["--image-size need a folder of images"]),
 ])
 def test_bad_training_arguments(tmp_path, capsys, extra, needles):
     rc = train(tmp_path / "o", *extra)
