@@ -346,14 +346,17 @@ def test_absent_device_index(tmp_path, capsys, monkeypatch):
 
 def test_device_check_says_what_this_machine_has(tmp_path, capsys, monkeypatch):
     """--device is checked before anything is read: a device this machine has passes (the next error is then the
-    missing checkpoint), an index at the count does not; MPS is looked up in torch.backends.mps."""
+    missing checkpoint), an index at the count does not; MPS is looked up in torch.backends.mps; a device type
+    torch knows but has no module for (xla) is absent; the CPU is always there (torch puts a tensor for any CPU
+    index on the one CPU)."""
     def evaluate(device):
         return main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt"), "--device", device])
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    for device in ("cuda", "cuda:1", "cpu"):
+    for device in ("cuda", "cuda:1", "cpu", "cpu:1"):
         assert_one_line_error(capsys, evaluate(device), "no checkpoint at")
+    assert_one_line_error(capsys, evaluate("xla"), "--device xla: this machine has no xla device")
     assert_one_line_error(capsys, evaluate("cuda:2"), "--device cuda:2: this machine has 2 cuda device(s)")
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert_one_line_error(capsys, evaluate("mps"), "--device mps: this machine has no mps device")
