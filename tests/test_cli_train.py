@@ -422,6 +422,7 @@ def test_every_commands_options_their_types_and_defaults():
     assert _typed(evaluate) == _typed(argparse.Namespace(
         command="evaluate", checkpoint="c.pt", dataset="digits", data_dir="d", no_download=True, split="train",
         batch_size=8, device="cpu", metrics="m.json", workers=2))
+    assert parse(["evaluate", "--checkpoint", "c.pt", "--split", "test"]).split == "test"  # the default, spelled out
 
     predict = parse(["predict", "--checkpoint", "c.pt", "a.jpg"])
     assert predict.func is cli._cmd_predict and _typed(predict) == _typed(argparse.Namespace(
@@ -454,6 +455,7 @@ def test_every_commands_options_their_types_and_defaults():
     ["train", "--epochs", "1", "--out", "o", "--finetune", "some"],
     ["evaluate"], ["evaluate", "--checkpoint", "c.pt", "--split", "val"],
     ["predict", "--checkpoint", "c.pt"],  # no image
+    ["predict", "a.jpg"],  # no checkpoint
     ["compare", "--libraries", "keras"],
     ["models", "a*", "b*"],  # one pattern at most
 ])
