@@ -117,15 +117,16 @@ MODULE_DO_NOT_MUTATE: dict[str, list[str]] = {
 #: share: run in turn on one machine they add up to the module; on several, each reports its own part. Naming the
 #: module runs its parts in turn; `--rerun` takes the whole module (changed functions and last survivors, whichever
 #: part they are in). Each function is in one part (tests/test_mutation_script.py checks it against the source).
-#: cli.py (1,264 mutants): the argparse parsers and `main` (406), which every test of the command calls (72 tests:
-#: a surviving mutant runs them all); the checks of `train`'s options (163) and `train` itself (264), whose
-#: mutants' tests train a model (10 to 15 s each); the other commands (431).
+#: cli.py (1,264 mutants): the argparse parsers and `main` (406 mutants), which every test of the command calls (72
+#: tests: a surviving mutant runs them all); the checks of `train`'s options (163); `train` itself (195) and the
+#: model and folder options it trains with (69), whose mutants' tests train a model; the other commands (431).
 PARTS: dict[str, dict[str, list[str]]] = {
     "cli.py": {
         "parsers": ["_add_models", "_add_compare", "_add_train", "_add_evaluate", "_add_predict", "build_parser",
                     "_show_warning", "main"],
         "checks": ["_check_device", "_check_out_dir", "_resolve_pretrained", "recipe_from_args", "check_train_args"],
-        "train": ["_write_json_atomic", "_cmd_train", "_folder_options", "_train_model"],
+        "train": ["_write_json_atomic", "_cmd_train"],
+        "model": ["_folder_options", "_train_model"],
         "commands": ["_cmd_models", "_cmd_compare", "_cmd_evaluate", "_folder_preprocessing", "_checkpoint_folder",
                      "_cmd_predict", "_write_predictions"],
     },
@@ -150,14 +151,14 @@ TIMEOUT_CONSTANT = 10
 #: about a quarter of an hour beside other work; weights.py's run with its tests of that day, which kill most
 #: mutants in their first, fast tests: the first full run, before them, took 68 minutes); models/resnet.py on
 #: 2026-12-06 (its first full run, before that day's tests, beside other work: 85 survivors, each running all
-#: its tests; the rerun of those with the new tests took 8.5 minutes). cli.py, in parts (PARTS): its whole run is
-#: more than an hour and has not finished on this machine. Measured on 2026-12-07: cli.py:commands, whose 431
-#: mutants' tests took 19.9 minutes of the two workers' time (so 10 minutes), plus mutmut's start (stats of the
-#: 72 tests, about 2 minutes) and a margin. Estimated: the other three parts, from the mutants of theirs tested
-#: that day (only 63 of 833: the machine's two cores were taken by other work, at normal priority, for most of
-#: the run): a mutant whose tests train a model (train, checks) takes 10 to 15 s when the run has a core, one
-#: that the parser's first test kills 2 to 5 s. Update them after a module's full run, or after its tests change
-#: much.
+#: its tests; the rerun of those with the new tests took 8.5 minutes). cli.py, in parts (PARTS), on 2026-12-07:
+#: its whole run took 82 minutes (22.3, stopped after 301 mutants to raise TIMEOUT_CONSTANT, then 59.8 for the
+#: other 963 and the 34 timeouts), about 25 of them with both cores taken by other work at normal priority; each
+#: part's minutes are its mutants' share of that run's test time (mutmut's duration of each mutant, 132 minutes
+#: of the two workers' time in all, so 66 of the 82), scaled to the 82, plus 2 for mutmut's start (its stats,
+#: the clean run of the part's tests). The model part's 69 mutants ran while the cores were taken (47 to 59 s
+#: each, 7.5 for train's), so its 39 is an upper bound. Update them after a module's full run, or after its
+#: tests change much.
 MINUTES: dict[str, float] = {
     "checkpoint.py": 36.0,
     "experiments.py": 7.3,
@@ -166,10 +167,11 @@ MINUTES: dict[str, float] = {
     "training.py": 28.2,
     "finetune.py": 1.9,
     "data.py": 6.4,
-    "cli.py:parsers": 30.0,  # estimated
-    "cli.py:checks": 18.0,  # estimated
-    "cli.py:train": 28.0,  # estimated
-    "cli.py:commands": 15.0,
+    "cli.py:parsers": 10.2,
+    "cli.py:checks": 8.3,
+    "cli.py:train": 20.6,
+    "cli.py:model": 38.6,
+    "cli.py:commands": 14.4,
     "models/blocks.py": 21.0,
     "models/resnet.py": 45.3,
     "models/registry.py": 36.2,
