@@ -72,7 +72,7 @@ help:
 	@echo "make smoke            execute every chapter in the gpu and paper profiles on the CPU (fixture data)"
 	@echo "make constraints      rewrite constraints.txt from what .venv has installed"
 	@echo "make sweep            every chapter under several conditions (threads, CPU kernels, seeds): _build/sweep"
-	@echo "make mutation         mutation testing of the core, one of 4 shards of under an hour (MUTATION_SHARD=1..4; report in _build/mutation/report.md)"
+	@echo "make mutation         mutation testing of the core, one of 6 shards of under an hour (MUTATION_SHARD=1..6; report in _build/mutation/report.md)"
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -193,15 +193,16 @@ colab-sim: setup check-notebooks fashion-mnist
 
 # Mutation testing of the package's core with mutmut (not part of `make test`). Each module is mutated in a copy
 # under _build/mutation/work/ and tested by its own test files (the table in scripts/mutation.py); the survivors
-# are in _build/mutation/report.md. All the modules take about three hours on two cores (MINUTES in the script:
+# are in _build/mutation/report.md. All the modules take about five hours on two cores (MINUTES in the script:
 # measured, or estimated where no full run has finished), so `make mutation` runs one of MUTATION_SHARDS groups
-# of modules balanced by those minutes, each under an hour: MUTATION_SHARD=1 (the default) to 4 in turn add their
-# modules to one report (it covers every module run so far), or run at the same time on four machines, and
+# of modules balanced by those minutes, each under an hour: MUTATION_SHARD=1 (the default) to 6 in turn add their
+# modules to one report (it covers every module run so far), or run at the same time on six machines, and
 # `python scripts/mutation.py --merge a/summary.json b/summary.json ...` writes one report from theirs.
-# `scripts/mutation.py --list-shards 4` prints the groups. MUTATION_MODULES picks modules instead (e.g.
-# MUTATION_MODULES="checkpoint.py training.py"). It runs niced, beside other work.
+# `scripts/mutation.py --list-shards 6` prints the groups; a module longer than an hour (cli.py) is split into parts
+# (PARTS in the script). MUTATION_MODULES picks modules instead (e.g. MUTATION_MODULES="checkpoint.py training.py").
+# It runs niced, beside other work.
 MUTATION_MODULES ?=
-MUTATION_SHARDS  ?= 4
+MUTATION_SHARDS  ?= 6
 MUTATION_SHARD   ?= 1
 MUTATION_JOBS    ?= 2
 mutation: setup

@@ -13,17 +13,20 @@ the changed lines, so it survives unrelated edits). Lines starting with `raise` 
 wording of an error message is checked by its key phrase (`pytest.raises(..., match=...)`), not letter
 by letter.
 
-Every module from scratch takes about three hours on two cores (checkpoint.py and training.py alone an hour),
+Every module from scratch takes about five hours on two cores (checkpoint.py and training.py alone an hour),
 more than the hour one run may take. `--shard K/N` runs the K-th of N groups of modules balanced by the minutes
-each takes (MINUTES), each group under LIMIT_MINUTES; `make mutation` runs shard MUTATION_SHARD of 4. The shards
+each takes (MINUTES), each group under LIMIT_MINUTES; `make mutation` runs shard MUTATION_SHARD of 6. The shards
 run in turn on one machine (each adds its modules to the same `_build/mutation/`, and the report covers every
-module run so far) or at once on several, whose `summary.json` files `--merge` turns into one report.
+module run so far) or at once on several, whose `summary.json` files `--merge` turns into one report. A module
+that alone takes more than LIMIT_MINUTES (cli.py) is split into parts by function (PARTS): each part (`cli.py:train`)
+is a unit of the shards, of MINUTES and of the report, tested by mutmut on its own functions' mutants.
 
-    python scripts/mutation.py --shard 1/4         # the first of four groups of modules (under an hour)
-    python scripts/mutation.py --list-shards 4     # which modules each group holds, and its minutes
+    python scripts/mutation.py --shard 1/6         # the first of six groups of modules (under an hour)
+    python scripts/mutation.py --list-shards 6     # which modules each group holds, and its minutes
     python scripts/mutation.py --merge */summary.json  # one report from the shards run on other machines
     python scripts/mutation.py checkpoint.py       # one module
-    python scripts/mutation.py                     # every core module (about three hours on 2 cores)
+    python scripts/mutation.py cli.py:train        # one part of a split module (`cli.py`: its parts in turn)
+    python scripts/mutation.py                     # every core module (about five hours on 2 cores)
     python scripts/mutation.py --report-only       # rebuild the report from the last runs
     python scripts/mutation.py --rerun training.py # after new tests: only changed code and last survivors
 """
@@ -31,6 +34,7 @@ module run so far) or at once on several, whose `summary.json` files `--merge` t
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import hashlib
 import json
 import os
@@ -107,7 +111,37 @@ MODULE_DO_NOT_MUTATE: dict[str, list[str]] = {
     "cli.py": [r"^\s*(help|description)="],
 }
 
+#: Modules whose whole run takes more than LIMIT_MINUTES, split into parts by function. A part (``cli.py:train``)
+#: is a unit of its own for `--shard`, MINUTES and the report: it runs `mutmut run` on its functions' mutants only
+#: (mutmut's names, ``resnet_tutorial.cli.x_<function>__mutmut_<n>``), in the module's work folder, which the parts
+#: share: run in turn on one machine they add up to the module; on several, each reports its own part. Naming the
+#: module runs its parts in turn; `--rerun` takes the whole module (changed functions and last survivors, whichever
+#: part they are in). Each function is in one part (tests/test_mutation_script.py checks it against the source).
+#: cli.py (1,264 mutants): the argparse parsers and `main` (406 mutants), which every test of the command calls (72
+#: tests: a surviving mutant runs them all); the checks of `train`'s options (163); `train` itself (195) and the
+#: model and folder options it trains with (69), whose mutants' tests train a model; the other commands (431).
+PARTS: dict[str, dict[str, list[str]]] = {
+    "cli.py": {
+        "parsers": ["_add_models", "_add_compare", "_add_train", "_add_evaluate", "_add_predict", "build_parser",
+                    "_show_warning", "main"],
+        "checks": ["_check_device", "_check_out_dir", "_resolve_pretrained", "recipe_from_args", "check_train_args"],
+        "train": ["_write_json_atomic", "_cmd_train"],
+        "model": ["_folder_options", "_train_model"],
+        "commands": ["_cmd_models", "_cmd_compare", "_cmd_evaluate", "_folder_preprocessing", "_checkpoint_folder",
+                     "_cmd_predict", "_write_predictions"],
+    },
+}
+
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
+
+#: Seconds added to a mutant's expected test time before mutmut's time limit (the sum, times 15, in wall-clock
+#: seconds; mutmut's default 1) stops its tests as a "timeout", which counts as killed. The expected time is the
+#: tests' own, without their module fixtures: test_folder.py's model trained once per module takes 20 to 100 s
+#: (niced beside other work), so with the default 34 of the first 301 mutants of cli.py tested on 2026-12-07 (of
+#: `predict`, and of `evaluate` on a folder) timed out after 38 s, counted as killed before their tests had run;
+#: with 10, none of them did. A mutant that really hangs (a loop that never ends) is still stopped, after (its
+#: tests' seconds + 10) x 15. (A run starved of CPU by other work still times out: the limit is wall-clock.)
+TIMEOUT_CONSTANT = 10
 
 #: Minutes a whole run of each module takes on the 2-core development machine (`--jobs 2`, niced beside other
 #: work, so an upper bound; `_build/mutation/seconds.json` records each run). `--shard` balances the modules by
@@ -117,10 +151,14 @@ KILLED = {"killed", "timeout", "caught by type check", "segfault"}
 #: about a quarter of an hour beside other work; weights.py's run with its tests of that day, which kill most
 #: mutants in their first, fast tests: the first full run, before them, took 68 minutes); models/resnet.py on
 #: 2026-12-06 (its first full run, before that day's tests, beside other work: 85 survivors, each running all
-#: its tests; the rerun of those with the new tests took 8.5 minutes). Estimated: cli.py, whose full run has not
-#: finished on this machine yet: 1,264 mutants without its help texts, 700 of them in functions that 40 to 65
-#: tests call (main, the parsers, train); its first run with that day's tests had tested 550 in 35 minutes, so a
-#: whole run is likely more than an hour, more than this. Update them after a module's full run, or after its
+#: its tests; the rerun of those with the new tests took 8.5 minutes). cli.py, in parts (PARTS), on 2026-12-07:
+#: its whole run took 82 minutes (22.3, stopped after 301 mutants to raise TIMEOUT_CONSTANT, then 59.8 for the
+#: other 963 and the 34 timeouts), about 25 of them with both cores taken by other work at normal priority; each
+#: part's minutes are its mutants' share of that run's test time (mutmut's duration of each mutant, 132 minutes
+#: of the two workers' time in all, so 66 of the 82), scaled to the 82, plus 2 for mutmut's start (its stats,
+#: the clean run of the part's tests). The model part's 69 mutants ran while the cores were taken (47 to 59 s
+#: each, 7.5 for train's: 38.6 by that share), so it was then run alone (`cli.py:model`, the same day, beside
+#: the cli tests' pytest and other work): 17.1 minutes. Update them after a module's full run, or after its
 #: tests change much.
 MINUTES: dict[str, float] = {
     "checkpoint.py": 36.0,
@@ -130,7 +168,11 @@ MINUTES: dict[str, float] = {
     "training.py": 28.2,
     "finetune.py": 1.9,
     "data.py": 6.4,
-    "cli.py": 30.0,  # estimated
+    "cli.py:parsers": 10.2,
+    "cli.py:checks": 8.3,
+    "cli.py:train": 20.6,
+    "cli.py:model": 17.1,
+    "cli.py:commands": 14.4,
     "models/blocks.py": 21.0,
     "models/resnet.py": 45.3,
     "models/registry.py": 36.2,
@@ -141,6 +183,28 @@ MINUTES: dict[str, float] = {
 #: What one `make mutation` may take (the issue's bound): `--shard K/N` runs the K-th of N groups of modules,
 #: each group within this many minutes by MINUTES.
 LIMIT_MINUTES = 60.0
+
+
+def units(modules: list[str]) -> list[str]:
+    """What is run and reported: each module, or each part of a module split in PARTS (``cli.py:train``)."""
+    return [u for m in modules for u in ([f"{m}:{part}" for part in PARTS[m]] if m in PARTS else [m])]
+
+
+def split_unit(unit: str) -> tuple[str, str | None]:
+    """``"cli.py:train"`` -> ``("cli.py", "train")``; ``"data.py"`` -> ``("data.py", None)``."""
+    module, _, part = unit.partition(":")
+    return module, part or None
+
+
+def part_patterns(unit: str) -> list[str]:
+    """mutmut's names of a part's mutants, as fnmatch patterns (one per function; none for a whole module).
+    ``x_<function>*`` also matches the name mutmut files the function's tests under, so that mutmut's clean run
+    before the mutants runs those tests only (the test checks that no pattern matches another part's function)."""
+    module, part = split_unit(unit)
+    if part is None:
+        return []
+    dotted = ".".join([PACKAGE, *module.removesuffix(".py").split("/")])
+    return [f"{dotted}.x_{function}*" for function in PARTS[module][part]]
 
 
 def shards(modules: list[str], n: int, minutes: dict[str, float] = MINUTES) -> list[list[str]]:
@@ -175,6 +239,7 @@ def mutmut_config(module: str, tests: list[str]) -> str:
         f"do_not_mutate_patterns = {quote(DO_NOT_MUTATE + MODULE_DO_NOT_MUTATE.get(module, []))}\n"
         f"pytest_add_cli_args_test_selection = {quote('tests/' + t for t in tests)}\n"
         f'pytest_add_cli_args = {quote(["-p", "no:cacheprovider", "-q", "-x", *(a for t in deselect for a in ("--deselect", t))])}\n'
+        f"timeout_constant = {TIMEOUT_CONSTANT}\n"
         "\n[tool.pytest.ini_options]\n"
         'testpaths = ["tests"]\n'
         'markers = ["slow: tests that take more than a few seconds"]\n'
@@ -185,15 +250,18 @@ def workdir(out: Path, module: str) -> Path:
     return out / "work" / module.replace("/", "_").removesuffix(".py")
 
 
-def run_module(module: str, out: Path, jobs: int, rerun: bool = False) -> float:
+def run_module(unit: str, out: Path, jobs: int, rerun: bool = False) -> float:
     """Run mutmut on one module in a fresh copy of the package and tests; return the seconds it took.
 
-    ``rerun``: keep the last run's results, copy the changed sources and tests over them, let mutmut test
-    the mutants of changed functions and test the last run's survivors again (after new tests)."""
+    A part of a module (PARTS) keeps the module's work folder and tests each of its mutants, whatever an
+    earlier run found. ``rerun`` (whole modules): keep the last run's results, copy the changed sources and
+    tests over them, let mutmut test the mutants of changed functions and test the last run's survivors
+    again (after new tests)."""
+    module, part = split_unit(unit)
     work = workdir(out, module)
-    rerun = rerun and (work / "mutants").is_dir()
+    rerun = rerun and part is None and (work / "mutants").is_dir()
     survivors = [s["name"] for s in (collect(module, out) or {"survivors": []})["survivors"]] if rerun else []
-    if not rerun:
+    if not rerun and part is None:
         shutil.rmtree(work, ignore_errors=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / PACKAGE, work / PACKAGE, ignore=ignore, dirs_exist_ok=True)
@@ -212,7 +280,7 @@ def run_module(module: str, out: Path, jobs: int, rerun: bool = False) -> float:
                 if not names:
                     break
             rc = subprocess.call([str(mutmut), "run", "--max-children", str(jobs),
-                                  *(names if phase == "survivors" else [])], cwd=work, env=env,
+                                  *(names if phase == "survivors" else part_patterns(unit))], cwd=work, env=env,
                                  stdout=log, stderr=subprocess.STDOUT)
             if rc != 0:
                 print(f"  mutmut failed on {module} (exit {rc}); see {out / (work.name + '.log')}", file=sys.stderr)
@@ -265,16 +333,20 @@ def equivalent_keys() -> dict[str, str]:
     return keys
 
 
-def collect(module: str, out: Path) -> dict | None:
+def collect(unit: str, out: Path) -> dict | None:
+    """The row of the report for a module, or for a part of one (its functions' mutants only)."""
     from mutmut.stats import status_by_exit_code
 
+    module, _ = split_unit(unit)
     work = workdir(out, module)
     meta = work / "mutants" / PACKAGE / (module + ".meta")
     if not meta.exists():
         return None
     codes = json.loads(meta.read_text())["exit_code_by_key"]
+    if patterns := part_patterns(unit):
+        codes = {name: code for name, code in codes.items() if any(fnmatch.fnmatchcase(name, p) for p in patterns)}
     equivalent = equivalent_keys()
-    row = {"module": module, "mutants": len(codes), "killed": 0, "equivalent": 0, "gpu_only": 0, "survived": 0,
+    row = {"module": unit, "mutants": len(codes), "killed": 0, "equivalent": 0, "gpu_only": 0, "survived": 0,
            "survivors": []}
     for name, code in sorted(codes.items(), key=lambda kv: _natural(kv[0])):
         status = status_by_exit_code[code]
@@ -343,19 +415,21 @@ def merge_summaries(paths: list[Path]) -> tuple[list[dict], dict[str, float]]:
         summary = json.loads(Path(path).read_text())
         rows.update({r["module"]: r for r in summary["rows"]})
         seconds.update({m: s for m, s in summary["seconds"].items() if m in rows})
-    order = list(MODULES)
+    order = units(list(MODULES))
     ordered = sorted(rows.values(), key=lambda r: order.index(r["module"]) if r["module"] in order else len(order))
     return [{"survivors": [], **r} for r in ordered], seconds
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("modules", nargs="*", help=f"modules of {PACKAGE}/ (default: all of MODULES)")
+    parser.add_argument("modules", nargs="*",
+                        help=f"modules of {PACKAGE}/, or parts of one (cli.py:train; PARTS) (default: all of MODULES)")
     parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2)")
     parser.add_argument("--out", type=Path, default=ROOT / "_build" / "mutation")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from the last runs")
     parser.add_argument("--rerun", action="store_true",
-                        help="keep the last results; test changed functions and the last survivors again")
+                        help="keep the last results; test changed functions and the last survivors again "
+                             "(of whole modules: a part stands for its module)")
     parser.add_argument("--shard", metavar="K/N",
                         help=f"run only the K-th of N groups of the modules, balanced by their minutes (MINUTES): "
                              f"N such that each group is under {LIMIT_MINUTES:.0f} minutes (see --list-shards)")
@@ -363,10 +437,12 @@ def main(argv=None) -> int:
     parser.add_argument("--merge", nargs="+", type=Path, metavar="SUMMARY",
                         help="write one report from the summary.json of several runs (the shards), run nothing")
     args = parser.parse_args(argv)
-    unknown = [m for m in args.modules if m not in MODULES]
+    every = units(list(MODULES))
+    unknown = [m for m in args.modules if m not in MODULES and m not in every]
     if unknown:
-        parser.error(f"not a core module: {', '.join(unknown)}; choose from {', '.join(MODULES)}")
-    modules = args.modules or list(MODULES)
+        parser.error(f"not a core module: {', '.join(unknown)}; choose from {', '.join(MODULES)} "
+                     f"(or a part: {', '.join(u for u in every if u not in MODULES)})")
+    todo = units(args.modules or list(MODULES))
     args.out.mkdir(parents=True, exist_ok=True)
     if args.merge:
         rows, seconds = merge_summaries(args.merge)
@@ -375,7 +451,7 @@ def main(argv=None) -> int:
         print(f"report: {report}")
         return 0
     if args.list_shards:
-        for k, group in enumerate(shards(modules, args.list_shards), 1):
+        for k, group in enumerate(shards(todo, args.list_shards), 1):
             total = sum(MINUTES.get(m, LIMIT_MINUTES / 4) for m in group)
             print(f"{k}/{args.list_shards}: {total:.0f} minutes: {' '.join(group)}")
         return 0
@@ -384,20 +460,22 @@ def main(argv=None) -> int:
             k, n = parse_shard(args.shard)
         except ValueError as err:
             parser.error(str(err))
-        modules = shards(modules, n)[k - 1]
-        print(f"shard {k}/{n}: {' '.join(modules)} (about {sum(MINUTES.get(m, LIMIT_MINUTES / 4) for m in modules):.0f} "
+        todo = shards(todo, n)[k - 1]
+        print(f"shard {k}/{n}: {' '.join(todo)} (about {sum(MINUTES.get(m, LIMIT_MINUTES / 4) for m in todo):.0f} "
               "minutes)", flush=True)
+    if args.rerun:  # whole modules: a split module's changed functions and survivors, whichever part they are in
+        todo = list(dict.fromkeys(split_unit(u)[0] for u in todo))
     times_file = args.out / "seconds.json"
     seconds = json.loads(times_file.read_text()) if times_file.exists() else {}
     if not args.report_only:
-        for module in modules:
-            print(f"mutating {module} (tests: {', '.join(MODULES[module])}) ...", flush=True)
-            took = run_module(module, args.out, args.jobs, args.rerun)
+        for unit in todo:
+            print(f"mutating {unit} (tests: {', '.join(MODULES[split_unit(unit)[0]])}) ...", flush=True)
+            took = run_module(unit, args.out, args.jobs, args.rerun)
             print(f"  {took / 60:.1f} minutes", flush=True)
-            if not args.rerun or module not in seconds:  # the report shows the time of a whole run
-                seconds[module] = took
+            if not args.rerun or unit not in seconds:  # the report shows the time of a whole run
+                seconds[unit] = took
             times_file.write_text(json.dumps(seconds, indent=1))
-    rows = [row for m in MODULES if (row := collect(m, args.out)) is not None]
+    rows = [row for u in every if (row := collect(u, args.out)) is not None]
     report = write_report(rows, {m: s for m, s in seconds.items() if m in {r["module"] for r in rows}}, args.out)
     print(report.read_text().split("\n## ")[0])
     print(f"report: {report}")

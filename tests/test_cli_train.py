@@ -63,6 +63,44 @@ def test_train_writes_checkpoint_and_summary_then_evaluate(tmp_path, capsys):
     assert (metrics["checkpoint"], metrics["dataset"], metrics["split"]) == (ckpt, "digits", "test")
 
 
+def test_seed_and_schedule_reach_the_training_and_progress_bars_show_unless_quiet(tmp_path, capsys):
+    """--seed seeds the batch order and augmentation too, not only the initial weights, and --schedule sets the
+    learning rate's schedule (the checkpoint records the training's settings); without --quiet each epoch shows a
+    progress bar on stderr."""
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--batch-size", "128", "--out", str(out),
+                 "--seed", "3", "--schedule", "step"]) == 0
+    config = read_checkpoint(out / "checkpoint.pt")["config"]
+    assert (config["seed"], config["schedule"]) == (3, "step")
+    assert "epoch 1/1" in capsys.readouterr().err
+
+
+def test_the_line_saying_what_trains_is_out_before_the_training(tmp_path, monkeypatch):
+    """Under `| tee log`, or a notebook's `!resnet-tutorial train ...`, stdout is a pipe, written in blocks: the
+    line saying what trains on what must be sent before the minutes of training, not held back until the end."""
+    import io
+    import sys
+
+    from resnet_tutorial import training
+
+    class Pipe(io.StringIO):
+        sent = ""
+
+        def flush(self):
+            self.sent = self.getvalue()
+
+    pipe, sent_before_training = Pipe(), []
+    monkeypatch.setattr(sys, "stdout", pipe)
+
+    def fit(*args, **kwargs):
+        sent_before_training.append(pipe.sent)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(training, "fit", fit)
+    assert train(tmp_path / "run") == 2  # "training failed": the test stops it
+    assert sent_before_training == [f"training resnet20 on {rd.load_dataset('digits').source} | 1 process(es)\n"]
+
+
 def test_train_per_class_trains_on_a_stratified_subset_and_evaluates_the_whole_test_split(tmp_path, monkeypatch):
     from resnet_tutorial import training
 
@@ -278,6 +316,12 @@ def test_run_killed_after_its_first_epoch_resumes_to_the_uninterrupted_weights(t
     (["--epochs", "0"], ["--epochs must be at least 1"]),
     (["--train-per-class", "0"], ["--train-per-class takes a whole number of 1 or more", "got 0"]),
     (["--image-size", "32"], ["--image-size need a folder of images"]),
+    (["--val-fraction", "0"], ["--val-fraction must be between 0 and 1"]),
+    (["--val-fraction", "1"], ["--val-fraction must be between 0 and 1"]),
+    (["--dataset", "folder", "--train-per-class", "5"], ["--train-per-class takes", "a dataset held in memory"]),
+    # the smallest values taken: these pass their own checks and fail only at the next one
+    (["--image-size", "16"], ["--image-size need a folder of images"]),
+    (["--train-per-class", "1", "--image-size", "32"], ["--image-size need a folder of images"]),
 ])
 def test_bad_training_arguments(tmp_path, capsys, extra, needles):
     rc = train(tmp_path / "o", *extra)
@@ -302,14 +346,17 @@ def test_absent_device_index(tmp_path, capsys, monkeypatch):
 
 def test_device_check_says_what_this_machine_has(tmp_path, capsys, monkeypatch):
     """--device is checked before anything is read: a device this machine has passes (the next error is then the
-    missing checkpoint), an index at the count does not; MPS is looked up in torch.backends.mps."""
+    missing checkpoint), an index at the count does not; MPS is looked up in torch.backends.mps; a device type
+    torch knows but has no module for (xla) is absent; the CPU is always there (torch puts a tensor for any CPU
+    index on the one CPU)."""
     def evaluate(device):
         return main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt"), "--device", device])
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    for device in ("cuda", "cuda:1", "cpu"):
+    for device in ("cuda", "cuda:1", "cpu", "cpu:1"):
         assert_one_line_error(capsys, evaluate(device), "no checkpoint at")
+    assert_one_line_error(capsys, evaluate("xla"), "--device xla: this machine has no xla device")
     assert_one_line_error(capsys, evaluate("cuda:2"), "--device cuda:2: this machine has 2 cuda device(s)")
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert_one_line_error(capsys, evaluate("mps"), "--device mps: this machine has no mps device")
@@ -375,6 +422,7 @@ def test_every_commands_options_their_types_and_defaults():
     assert _typed(evaluate) == _typed(argparse.Namespace(
         command="evaluate", checkpoint="c.pt", dataset="digits", data_dir="d", no_download=True, split="train",
         batch_size=8, device="cpu", metrics="m.json", workers=2))
+    assert parse(["evaluate", "--checkpoint", "c.pt", "--split", "test"]).split == "test"  # the default, spelled out
 
     predict = parse(["predict", "--checkpoint", "c.pt", "a.jpg"])
     assert predict.func is cli._cmd_predict and _typed(predict) == _typed(argparse.Namespace(
@@ -407,6 +455,7 @@ def test_every_commands_options_their_types_and_defaults():
     ["train", "--epochs", "1", "--out", "o", "--finetune", "some"],
     ["evaluate"], ["evaluate", "--checkpoint", "c.pt", "--split", "val"],
     ["predict", "--checkpoint", "c.pt"],  # no image
+    ["predict", "a.jpg"],  # no checkpoint
     ["compare", "--libraries", "keras"],
     ["models", "a*", "b*"],  # one pattern at most
 ])
@@ -414,6 +463,24 @@ def test_missing_or_bad_options_are_argparse_errors(capsys, args):
     with pytest.raises(SystemExit) as info:
         main(args)
     assert info.value.code == 2 and "usage: resnet-tutorial" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, shown", [
+    (["train"], ["--pretrained TAG|FILE", "--finetune {head,all,stages}", "--train-per-class N",
+                 "--dataset {auto,mnist5k,fashion-mnist,cifar10,digits,folder}",
+                 "--schedule {cosine,warmup_cosine,step,constant,onecycle}"]),
+    (["predict"], ["--checkpoint CHECKPOINT", "FILE_OR_DIR [FILE_OR_DIR ...]"]),
+    (["compare", "--libraries", "keras"], ["--libraries {timm,torchvision} [{timm,torchvision} ...]"]),
+    (["evaluate"], ["--split {train,test}"]),
+])
+def test_usage_says_what_each_option_takes(capsys, command, shown):
+    """A mistyped command prints its usage: each option with the kind of value it takes (a tag or a file, a
+    number, files or folders) or the values it accepts, the reader's guide to a correct command line."""
+    with pytest.raises(SystemExit):
+        main(command)
+    usage = " ".join(capsys.readouterr().err.split())  # argparse wraps the usage to the terminal's width
+    for text in shown:
+        assert text in usage
 
 
 def test_version_and_usage(capsys):
@@ -456,6 +523,38 @@ def test_interrupted_training_keeps_its_last_checkpoint_and_says_how_to_resume(t
     err = capsys.readouterr().err
     assert "continue with the same command and --resume" in err and err.rstrip().endswith("interrupted")
     assert os.listdir(tmp_path / "o") == ["checkpoint.pt"]
+
+
+def test_interrupted_before_the_first_checkpoint_offers_nothing_to_resume(tmp_path, capsys, monkeypatch):
+    import resnet_tutorial.training as training
+
+    def interrupted_fit(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C during the first epoch: no checkpoint yet
+
+    monkeypatch.setattr(training, "fit", interrupted_fit)
+    assert train(tmp_path / "o") == 130
+    assert capsys.readouterr().err == "interrupted\n"  # not "continue with ... --resume": there is nothing to resume
+
+
+def test_a_failed_run_in_an_existing_folder_removes_only_what_it_wrote(tmp_path, capsys, monkeypatch):
+    """--out may be a folder that already holds files (notes, the summary of an earlier run): a failed run removes
+    its half-written checkpoint and leaves them."""
+    import resnet_tutorial.training as training
+
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "summary.json").write_text("{}")
+
+    def broken_fit(*args, checkpoint_path, **kwargs):
+        with open(checkpoint_path, "wb") as f:
+            f.write(b"half")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(training, "fit", broken_fit)
+    assert_one_line_error(capsys, train(out), "training failed (RuntimeError: disk full)")
+    assert sorted(os.listdir(out)) == ["notes.txt", "summary.json"]
+    assert (out / "summary.json").read_text() == "{}"
 
 
 def test_out_in_a_folder_without_write_permission(tmp_path, capsys, monkeypatch):
@@ -501,9 +600,11 @@ def test_a_failures_first_line_is_cut_at_300_characters(tmp_path, capsys, monkey
 
 def test_another_rank_reads_rank_0s_copy_and_leaves_the_outputs_to_it(tmp_path, capsys, monkeypatch):
     """Under torchrun each process runs the command: the others wait for rank 0 (which downloads), read the data
-    without downloading, train on the device torchrun gives them, and print and write nothing themselves."""
+    without downloading, but with the options rank 0 reads it with (a folder split by the same fraction and seed,
+    into the same validation images), train on the device torchrun gives them, and print and write nothing."""
     import resnet_tutorial.cli as cli
     from resnet_tutorial import distributed, training
+    from resnet_tutorial.folder import preprocessing_for
 
     events = []
     monkeypatch.setattr(distributed, "launched_by_torchrun", lambda: True)
@@ -512,12 +613,16 @@ def test_another_rank_reads_rank_0s_copy_and_leaves_the_outputs_to_it(tmp_path, 
     monkeypatch.setattr(distributed, "barrier", lambda: events.append("barrier"))
     monkeypatch.setattr(distributed, "cleanup", lambda: events.append("cleanup"))
     load = cli.load_dataset
+    options = []
     monkeypatch.setattr(cli, "load_dataset", lambda name, data_dir, download, **kw: events.append(
-        ("load", name, data_dir, download)) or load(name, data_dir, download=download, **kw))
+        ("load", name, data_dir, download)) or options.append(kw) or load(name, data_dir, download=download, **kw))
     monkeypatch.setattr(training, "fit", lambda model, data, recipe, **kw: events.append(("fit", kw["device"])))
-    assert train(tmp_path / "o", "--device", "cpu", "--data-dir", str(tmp_path)) == 0
+    assert train(tmp_path / "o", "--device", "cpu", "--data-dir", str(tmp_path), "--val-fraction", "0.3",
+                 "--split-seed", "5", "--workers", "0") == 0
     assert events == ["barrier", ("load", "digits", str(tmp_path), False), ("fit", ("this rank's device for", "cpu")),
                       "cleanup"]
+    assert options == [dict(preprocessing=preprocessing_for("resnet20", None, None), val_fraction=0.3, split_seed=5,
+                            num_workers=0)]
     assert capsys.readouterr().out == "" and not (tmp_path / "o").exists()
 
 

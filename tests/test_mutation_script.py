@@ -37,9 +37,9 @@ def test_the_documented_number_of_shards_keeps_each_under_the_limit():
     """`make mutation` runs one shard of MUTATION_SHARDS: each must fit the hour the issue allows."""
     makefile = (ROOT / "Makefile").read_text()
     n = int(next(ln.split("?=")[1] for ln in makefile.splitlines() if ln.startswith("MUTATION_SHARDS")))
-    for group in mutation.shards(list(mutation.MODULES), n):
+    for group in mutation.shards(mutation.units(list(mutation.MODULES)), n):
         assert sum(mutation.MINUTES[m] for m in group) <= mutation.LIMIT_MINUTES
-    assert set(mutation.MINUTES) == set(mutation.MODULES)
+    assert set(mutation.MINUTES) == set(mutation.units(list(mutation.MODULES)))
 
 
 @pytest.mark.parametrize("text, expected", [("1/3", (1, 3)), (" 3 / 3 ", (3, 3))])
@@ -99,3 +99,82 @@ def test_a_mutant_belongs_to_its_function():
     assert mutation._function_of("resnet_tutorial.data.xǁImageDataǁaugment__mutmut_29") == \
         "resnet_tutorial.data.xǁImageDataǁaugment"
     assert mutation._function_of("resnet_tutorial.data.x__online__mutmut_1") == "resnet_tutorial.data.x__online"
+
+
+def _functions(module: str) -> list[str]:
+    """The functions of a module of the package, as mutmut names them (``f``, ``xǁClassǁmethod`` without the x)."""
+    import ast
+
+    tree = ast.parse((ROOT / mutation.PACKAGE / module).read_text())
+    names = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            names.append(node.name)
+        elif isinstance(node, ast.ClassDef):
+            names += [f"ǁ{node.name}ǁ{f.name}" for f in node.body if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)]
+    return names
+
+
+@pytest.mark.parametrize("module", list(mutation.PARTS))
+def test_each_function_of_a_split_module_is_in_exactly_one_part(module):
+    """A function in no part would never be mutated by the shards; in two, tested twice. And each part's patterns
+    (what mutmut is given) must match its own functions' mutants and no other function's."""
+    functions = _functions(module)
+    listed = [f for part in mutation.PARTS[module].values() for f in part]
+    assert sorted(listed) == sorted(functions)
+    dotted = mutation.PACKAGE + "." + module.removesuffix(".py").replace("/", ".")
+    for part, own in mutation.PARTS[module].items():
+        patterns = mutation.part_patterns(f"{module}:{part}")
+        matched = {f for f in functions for p in patterns
+                   if mutation.fnmatch.fnmatchcase(f"{dotted}.x_{f}__mutmut_12", p)}
+        assert matched == set(own), part
+    assert mutation.part_patterns(module) == []  # a whole module: no names, every mutant
+
+
+def test_a_split_module_runs_and_shards_as_its_parts():
+    parts = [f"cli.py:{p}" for p in mutation.PARTS["cli.py"]]
+    assert mutation.units(["data.py", "cli.py", "gradflow.py"]) == ["data.py", *parts, "gradflow.py"]
+    assert mutation.units(["cli.py:train"]) == ["cli.py:train"]
+    assert mutation.split_unit("cli.py:train") == ("cli.py", "train")
+    assert mutation.split_unit("models/zoo.py") == ("models/zoo.py", None)
+    groups = mutation.shards(mutation.units(list(mutation.MODULES)), 5)
+    assert sorted(u for g in groups for u in g) == sorted(mutation.units(list(mutation.MODULES)))
+
+
+def test_a_part_names_its_mutants_to_mutmut_and_keeps_the_modules_work_folder(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(mutation.subprocess, "call", lambda cmd, **kw: calls.append((cmd, kw["cwd"])) or 0)
+    work = mutation.workdir(tmp_path, "cli.py")
+    (work / "mutants").mkdir(parents=True)
+    (work / "mutants" / "from_the_other_parts").write_text("results")
+    mutation.run_module("cli.py:train", tmp_path, jobs=2)
+    [(cmd, cwd)] = calls
+    assert cwd == work and cmd[1:4] == ["run", "--max-children", "2"]
+    assert cmd[4:] == mutation.part_patterns("cli.py:train") and "resnet_tutorial.cli.x__cmd_train*" in cmd
+    assert (work / "mutants" / "from_the_other_parts").exists()  # the other parts' results stay
+    calls.clear()
+    mutation.run_module("cli.py", tmp_path, jobs=2)  # the whole module: from scratch, every mutant
+    assert calls[0][0][4:] == [] and not (work / "mutants").exists()
+
+
+def test_a_parts_row_counts_its_own_functions_mutants(tmp_path):
+    work = mutation.workdir(tmp_path, "cli.py")
+    meta = work / "mutants" / mutation.PACKAGE / "cli.py.meta"
+    meta.parent.mkdir(parents=True)
+    codes = {"resnet_tutorial.cli.x__cmd_train__mutmut_1": 1, "resnet_tutorial.cli.x__cmd_train__mutmut_2": 1,
+             "resnet_tutorial.cli.x_main__mutmut_1": 1, "resnet_tutorial.cli.x__cmd_predict__mutmut_1": None}
+    meta.write_text(json.dumps({"exit_code_by_key": codes}))
+    row = mutation.collect("cli.py:train", tmp_path)
+    assert (row["module"], row["mutants"], row["killed"], row.get("not_tested", 0)) == ("cli.py:train", 2, 2, 0)
+    assert (mutation.collect("cli.py:commands", tmp_path)["not_tested"], mutation.collect("cli.py", tmp_path)["mutants"]) \
+        == (1, 4)
+
+
+def test_rerun_takes_the_whole_module_of_a_part(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(mutation, "run_module", lambda unit, out, jobs, rerun=False: ran.append((unit, rerun)) or 1.0)
+    assert mutation.main(["cli.py:train", "--rerun", "--out", str(tmp_path)]) == 0
+    assert ran == [("cli.py", True)]
+    ran.clear()
+    assert mutation.main(["cli.py", "data.py", "--out", str(tmp_path)]) == 0
+    assert ran == [(f"cli.py:{p}", False) for p in mutation.PARTS["cli.py"]] + [("data.py", False)]
