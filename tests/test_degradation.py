@@ -123,6 +123,9 @@ def test_the_cpu_setup_has_seeds_and_states_its_steps():
     assert steps == 378  # what the comment above DEGRADATION_SETUP and chapter 2 say
     assert cpu["image_size"] == 24 and all(DEGRADATION_SETUP[p]["image_size"] is None for p in ("gpu", "paper"))
     assert all(DEGRADATION_SETUP[p]["per_class"] is None for p in ("gpu", "paper"))  # all of CIFAR-10
+
+
+def test_chapters_2_5_and_6_load_the_same_data():
     # every chapter that uses these nets loads the data the same way (chapter 2 trains them; 5 and 6 measure them)
     for chapter in ("02_residual_connections", "05_gradient_flow", "06_gradient_measurements"):
         source = (ROOT / "chapters" / f"{chapter}.md").read_text()
@@ -147,6 +150,24 @@ def test_degradation_data_takes_the_profiles_images_per_class_and_the_whole_test
     assert torch.equal(sub.train.images, full.subset(3).train.images)  # the same images as a subset of seed 0
     whole = degradation_data({"dataset": "y", "image_size": None, "per_class": None})
     assert len(whole.train) == len(full.train) and asked[-1] == ("y", None)
+    assert whole.source == full.source  # all of it, not "a subset of None images per class"
+
+
+def test_the_clean_view_measures_the_same_training_images_for_every_net(data, monkeypatch):
+    """clean_training_view takes the training images of a subset of seed 0, as its docstring says; and
+    degradation_experiment hands fit that view with the number of images per class it was given."""
+    from resnet_tutorial import gradflow
+    from resnet_tutorial.training import History
+
+    view = clean_training_view(data, 2)
+    assert torch.equal(view.test.images, data.subset(2, seed=0).train.images)
+    assert not torch.equal(view.test.images, data.subset(2, seed=1).train.images)
+    assert torch.equal(view.train.images, data.train.images)  # the training split is unchanged
+    views = []
+    monkeypatch.setattr(gradflow, "cached_fit", lambda model, v, recipe, **kw: views.append(v) or History(
+        epochs=[{"test_loss": 1.0, "test_error": 0.5, "test_acc": 0.5}]))
+    degradation_experiment(data, ("plain20",), clean_per_class=2, **KWARGS)
+    assert torch.equal(views[-1].test.images, view.test.images) and len(views[-1].test) == 2 * data.num_classes
 
 
 def test_what_each_net_is_trained_and_measured_with(data, monkeypatch):
