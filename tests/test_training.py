@@ -725,3 +725,14 @@ def test_a_last_batch_of_one_image_is_dropped_so_that_batch_norm_can_train(digit
     one = dataclasses.replace(digits, train=Split(digits.train.images[:1], digits.train.labels[:1]))
     run = training.setup(tiny(), one, Recipe(epochs=1, batch_size=8), device="cpu")
     assert len(run.train_loader) == 1
+
+
+def test_setup_puts_the_weights_in_the_layout_the_recipe_asks_for(digits):
+    # channels_last only when asked: a net trained without it keeps the default layout, which chapter 2 relies on
+    # when it copies a trained ResNet-20 into a ResNet-56 and compares the logits bit for bit
+    for channels_last in (False, True):
+        model = rt.create_model("resnet20", in_chans=1, num_classes=10, channels=(4, 8, 16))
+        training.setup(model, digits, Recipe(epochs=1, channels_last=channels_last), device="cpu")
+        weight = model.layer1[0].conv1.weight  # 4 input channels: the two layouts differ
+        assert weight.is_contiguous(memory_format=torch.channels_last) is channels_last
+        assert weight.is_contiguous() is not channels_last
