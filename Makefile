@@ -105,9 +105,9 @@ lint: setup
 unit: setup fashion-mnist
 	$(BIN)/python -m pytest tests -q --ignore=tests/test_book_html.py -n $(UNIT_WORKERS) --dist loadfile
 
-# Fashion-MNIST offline (the unit tests, and chapters 1 and 4): Debian's package puts the four gzipped idx files in
-# /usr/share/datasets/fashion-mnist/ (as root, like the `browser` target); resnet_tutorial.data unpacks them where
-# torchvision reads them. Not root: a warning, since torchvision downloads the data set when online.
+# Fashion-MNIST offline (the unit tests, and chapters 1, 2, 4, 5 and 6): Debian's package puts the four gzipped
+# idx files in /usr/share/datasets/fashion-mnist/ (as root, like the `browser` target); resnet_tutorial.data unpacks
+# them where torchvision reads them. Not root: a warning, since torchvision downloads the data set when online.
 fashion-mnist:
 	@test -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz || \
 	  { if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q --no-install-recommends dataset-fashion-mnist; \

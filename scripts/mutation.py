@@ -13,7 +13,7 @@ the changed lines, so it survives unrelated edits). Lines starting with `raise` 
 wording of an error message is checked by its key phrase (`pytest.raises(..., match=...)`), not letter
 by letter.
 
-Every module from scratch takes about five hours on two cores (checkpoint.py and training.py alone an hour),
+Every module from scratch takes about four hours on two cores (checkpoint.py and training.py alone an hour),
 more than the hour one run may take. `--shard K/N` runs the K-th of N groups of modules balanced by the minutes
 each takes (MINUTES), each group under LIMIT_MINUTES; `make mutation` runs shard MUTATION_SHARD of 6. The shards
 run in turn on one machine (each adds its modules to the same `_build/mutation/`, and the report covers every
@@ -26,7 +26,7 @@ is a unit of the shards, of MINUTES and of the report, tested by mutmut on its o
     python scripts/mutation.py --merge */summary.json  # one report from the shards run on other machines
     python scripts/mutation.py checkpoint.py       # one module
     python scripts/mutation.py cli.py:train        # one part of a split module (`cli.py`: its parts in turn)
-    python scripts/mutation.py                     # every core module (about five hours on 2 cores)
+    python scripts/mutation.py                     # every core module (about four hours on 2 cores)
     python scripts/mutation.py --report-only       # rebuild the report from the last runs
     python scripts/mutation.py --rerun training.py # after new tests: only changed code and last survivors
 """
@@ -150,8 +150,9 @@ TIMEOUT_CONSTANT = 10
 #: these; a module missing here counts as LIMIT_MINUTES / 4. Measured: checkpoint.py to data.py and
 #: models/blocks.py (data.py and models/blocks.py on 2026-12-06, gradflow.py and training.py on 2026-12-07,
 #: the others in their first full runs); models/zoo.py, registry.py and weights.py on 2026-12-06 (registry.py's
-#: first full run, paused for about a quarter of an hour beside other work; weights.py's run with its tests of that day, which kill most
-#: mutants in their first, fast tests: the first full run, before them, took 68 minutes); models/resnet.py on
+#: first full run, paused for about a quarter of an hour beside other work; weights.py's run with its tests of
+#: that day, which kill most mutants in their first, fast tests: the first full run, before them, took 68
+#: minutes); models/resnet.py on
 #: 2026-12-06 (its first full run, before that day's tests, beside other work: 85 survivors, each running all
 #: its tests; the rerun of those with the new tests took 8.5 minutes). cli.py, in parts (PARTS), on 2026-12-07:
 #: its whole run took 82 minutes (22.3, stopped after 301 mutants to raise TIMEOUT_CONSTANT, then 59.8 for the
@@ -209,11 +210,16 @@ def part_patterns(unit: str) -> list[str]:
     return [f"{dotted}.x_{function}*" for function in PARTS[module][part]]
 
 
+def unit_minutes(unit: str, minutes: dict[str, float] = MINUTES) -> float:
+    """The minutes a whole run of a module (or part) takes by ``minutes``; LIMIT_MINUTES / 4 if it is missing."""
+    return minutes.get(unit, LIMIT_MINUTES / 4)
+
+
 def shards(modules: list[str], n: int, minutes: dict[str, float] = MINUTES) -> list[list[str]]:
     """Split ``modules`` into ``n`` groups of about equal minutes (longest first, each into the group with the
     fewest minutes so far); each group keeps the order of ``modules``. The same input gives the same groups on
     every machine, so the jobs of a CI matrix agree on who runs what."""
-    cost = lambda m: minutes.get(m, LIMIT_MINUTES / 4)  # noqa: E731
+    cost = lambda m: unit_minutes(m, minutes)  # noqa: E731
     groups: list[list[str]] = [[] for _ in range(n)]
     totals = [0.0] * n
     for module in sorted(modules, key=lambda m: (-cost(m), modules.index(m))):
@@ -454,7 +460,7 @@ def main(argv=None) -> int:
         return 0
     if args.list_shards:
         for k, group in enumerate(shards(todo, args.list_shards), 1):
-            total = sum(MINUTES.get(m, LIMIT_MINUTES / 4) for m in group)
+            total = sum(unit_minutes(m) for m in group)
             print(f"{k}/{args.list_shards}: {total:.0f} minutes: {' '.join(group)}")
         return 0
     if args.shard:
@@ -463,7 +469,7 @@ def main(argv=None) -> int:
         except ValueError as err:
             parser.error(str(err))
         todo = shards(todo, n)[k - 1]
-        print(f"shard {k}/{n}: {' '.join(todo)} (about {sum(MINUTES.get(m, LIMIT_MINUTES / 4) for m in todo):.0f} "
+        print(f"shard {k}/{n}: {' '.join(todo)} (about {sum(unit_minutes(m) for m in todo):.0f} "
               "minutes)", flush=True)
     if args.rerun:  # whole modules: a split module's changed functions and survivors, whichever part they are in
         todo = list(dict.fromkeys(split_unit(u)[0] for u in todo))
