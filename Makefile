@@ -206,7 +206,6 @@ MUTATION_SHARDS  ?= 6
 MUTATION_SHARD   ?= 1
 MUTATION_JOBS    ?= 2
 mutation: setup
-	$(PIP_INSTALL) -e '.[mutation]'
 	nice -n 15 $(BIN)/python scripts/mutation.py --jobs $(MUTATION_JOBS) \
 	  $(if $(MUTATION_MODULES),$(MUTATION_MODULES),--shard $(MUTATION_SHARD)/$(MUTATION_SHARDS))
 
