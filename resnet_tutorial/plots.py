@@ -89,7 +89,7 @@ LABELS_ZH.update({
     # chapter 7
     "loss": "损失",
     "error": "误差",
-    "true {true}, said {said}\np={p:.2f}": "真实 {true}，预测 {said}\np={p:.2f}",
+    "true {true}\nsaid {said}\np={p:.2f}": "真实 {true}\n预测 {said}\np={p:.2f}",
     "the {n} most confident of {m} mistakes": "{m} 个错误中置信度最高的 {n} 个",
     # chapter 8
     "source: MNIST": "源：MNIST",
@@ -106,12 +106,11 @@ LABELS_ZH.update({
     "queries, their {k} neighbours in feature space (cosine), and in pixel space":
         "查询图像，以及它们在特征空间（余弦）和像素空间中的 {k} 个近邻",
     "ResNet-20 features": "ResNet-20 特征",
-    "PCA of the test split: {title}\n{k} nearest neighbours in the map: {share:.0f}% same digit":
-        "测试集的 PCA：{title}\n图中 {k} 个最近邻：{share:.0f}% 是同一数字",
+    "PCA of the test split: {title}\n{k} nearest neighbours in the map: {share:.0f}% same class":
+        "测试集的 PCA：{title}\n图中 {k} 个最近邻：{share:.0f}% 属于同一类别",
     "first principal component": "第一主成分",
     "second principal component": "第二主成分",
-    "digit": "数字",
-    "label {label}": "标签 {label}",
+    "class": "类别",
     "CAM of '{c}'": "“{c}” 的类激活图",
     "{name}: {shape}": "{name}：{shape}",
     # chapter 11
@@ -149,7 +148,13 @@ LABELS_ZH.update({
     "bottleneck block": "瓶颈块",
     "pre-activation basic block": "预激活基本块",
 })
+#: The class names of Fashion-MNIST (torchvision's spelling) in Chinese, for figures that show them.
+CLASSES_ZH = {
+    "T-shirt/top": "T恤/上衣", "Trouser": "裤子", "Pullover": "套头衫", "Dress": "连衣裙", "Coat": "外套",
+    "Sandal": "凉鞋", "Shirt": "衬衫", "Sneaker": "运动鞋", "Bag": "包", "Ankle boot": "短靴",
+}
 LABELS = {"zh_CN": LABELS_ZH}
+CLASSES = {"zh_CN": CLASSES_ZH}
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei")
 
 
@@ -175,6 +180,15 @@ def label(text: str, **fields) -> str:
         use_language_font()
         text = LABELS[lang][text]
     return text.format(**fields) if fields else text
+
+
+def class_label(name: str) -> str:
+    """A class name in the language of the edition being built: Fashion-MNIST's ``"Coat"`` is ``"外套"`` in
+    the Chinese edition; a name the table lacks (a digit, a folder's name) stays as it is."""
+    names = CLASSES.get(language(), {})
+    if name in names:
+        use_language_font()
+    return names.get(name, name)
 
 
 def use_language_font() -> None:
@@ -234,6 +248,7 @@ def plot_confusion_matrix(cm, classes, ax=None, normalize: bool = False, title="
     if normalize:
         cm = cm / cm.sum(1, keepdim=True).clamp(min=1)
     n = len(classes)
+    classes = [class_label(c) for c in classes]
     ax = _axes(ax, figsize=(1.2 + 0.45 * n, 1 + 0.45 * n))
     im = ax.imshow(cm.numpy(), cmap="Blues")
     ax.set_xticks(range(n), classes, rotation=45 if max(len(c) for c in classes) > 2 else 0, ha="right")
@@ -276,7 +291,7 @@ def show_images(images, labels=None, classes=None, nrow: int = 8, ax=None, data=
         if labels is not None:
             lab = labels[k]
             lab = lab.item() if isinstance(lab, torch.Tensor) else lab
-            text = classes[lab] if classes is not None and isinstance(lab, int) else str(lab)
+            text = class_label(classes[lab]) if classes is not None and isinstance(lab, int) else str(lab)
             ax.text(q * (w + pad) + w / 2, r * (h + pad) - 0.5, text, ha="center", va="bottom", fontsize=7)
     ax.imshow(grid, interpolation="nearest")
     ax.set_axis_off()

@@ -2,7 +2,8 @@
 
 One setting chooses the profile: the environment variable ``RESNET_TUTORIAL_PROFILE``.
 
-- ``"cpu"``: the small profile that CI and the book build execute on two CPU cores (MNIST-5k).
+- ``"cpu"``: the small profile that CI and the book build execute on two CPU cores (Fashion-MNIST subsets;
+  MNIST-5k for the fine-tuning chapter's source network).
 - ``"gpu"``: the default on a GPU: real CIFAR-10, minutes per chapter on a Colab T4.
 - ``"paper"``: the papers' recipes, hours on a GPU; only when chosen.
 

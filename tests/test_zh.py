@@ -302,6 +302,35 @@ def test_label_is_english_by_default_and_chinese_in_the_chinese_edition(monkeypa
         plots.label("train error")
 
 
+def test_class_names_are_chinese_in_the_chinese_edition_where_the_table_has_them(monkeypatch):
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import torch
+
+    from resnet_tutorial import plots
+    from resnet_tutorial.data import load_dataset
+
+    monkeypatch.delenv(plots.LANGUAGE_VARIABLE, raising=False)
+    assert plots.class_label("Coat") == "Coat" and plots.class_label("7") == "7"
+    monkeypatch.setenv(plots.LANGUAGE_VARIABLE, "zh_CN")
+    if not _cjk_font_installed():
+        pytest.skip("no CJK font: apt-get install fonts-noto-cjk (make book-zh installs it as root)")
+    classes = load_dataset("fashion-mnist").classes
+    assert set(classes) == set(plots.CLASSES_ZH)  # every Fashion-MNIST class, spelled as torchvision does
+    assert [plots.class_label(c) for c in classes[:2]] == ["T恤/上衣", "裤子"]
+    assert plots.class_label("7") == "7" and plots.class_label("bricks") == "bricks"  # digits, folders
+    monkeypatch.setitem(matplotlib.rcParams, "font.family", ["DejaVu Sans"])
+    plots.class_label("Coat")  # a Chinese name puts the CJK font behind the default one
+    assert matplotlib.rcParams["font.family"][0] == "DejaVu Sans"
+    assert matplotlib.rcParams["font.family"][1] in plots.CJK_FONTS
+    fig, ax = plt.subplots()
+    plots.plot_confusion_matrix(torch.eye(10, dtype=torch.long), classes, ax=ax)
+    assert ax.get_yticklabels()[4].get_text() == "外套"
+    plots.show_images(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), [4, 7], classes, ax=ax)
+    assert {"外套", "运动鞋"} <= {t.get_text() for t in ax.texts}
+    plt.close(fig)
+
+
 def _chapter_code(md: Path):
     """The chapter's code cells joined into one module (IPython magics and shell lines left out), and
     the line in the .md of each line of it, for messages that point at the chapter's source."""
