@@ -111,7 +111,7 @@ LABELS_ZH.update({
     "first principal component": "第一主成分",
     "second principal component": "第二主成分",
     "class": "类别",
-    "CAM of '{c}'": "“{c}” 的类激活图",
+    "CAM of\n'{c}'": "“{c}”\n的类激活图",
     "{name}: {shape}": "{name}：{shape}",
     # chapter 11
     "training step": "一步训练",
@@ -283,16 +283,18 @@ def show_images(images, labels=None, classes=None, nrow: int = 8, ax=None, data=
     ax = _axes(ax, figsize=(1.1 * cols, 1.25 * rows))
     c, h, w = images.shape[1:]
     pad = 2
-    grid = np.ones((rows * (h + pad), cols * (w + pad), 3))
+    gap = pad + (max(3, h // 4) if labels is not None else 0)  # between rows: room for the captions
+    grid = np.ones((rows * (h + gap), cols * (w + pad), 3))
     for k, img in enumerate(images):
         r, q = divmod(k, nrow)
         arr = img.clamp(0, 1).permute(1, 2, 0).numpy()
-        grid[r * (h + pad) : r * (h + pad) + h, q * (w + pad) : q * (w + pad) + w] = arr if c == 3 else arr[..., :1]
+        top = r * (h + gap) + gap - pad
+        grid[top : top + h, q * (w + pad) : q * (w + pad) + w] = arr if c == 3 else arr[..., :1]
         if labels is not None:
             lab = labels[k]
             lab = lab.item() if isinstance(lab, torch.Tensor) else lab
             text = class_label(classes[lab]) if classes is not None and isinstance(lab, int) else str(lab)
-            ax.text(q * (w + pad) + w / 2, r * (h + pad) - 0.5, text, ha="center", va="bottom", fontsize=7)
+            ax.text(q * (w + pad) + w / 2, top - 0.5, text, ha="center", va="bottom", fontsize=7)
     ax.imshow(grid, interpolation="nearest")
     ax.set_axis_off()
     if title:

@@ -116,9 +116,13 @@ def test_plots_return_axes(trained, digits):
     assert ax.get_ylabel() == "true class" and ax.images
     x, y = next(iter(digits.loader("train", 16)))
     ax = plots.show_images(x, y, data=digits, nrow=8)
-    assert ax.images[0].get_array().shape[:2] == (2 * 10, 8 * 10)
+    # 8x8 digits, 2 pixels between images, and 3 more between rows for the captions
+    assert ax.images[0].get_array().shape[:2] == (2 * 13, 8 * 10)
+    assert [t.get_position()[1] for t in ax.texts[::8]] == [2.5, 15.5]  # above each row's images
     ax = plots.show_images(digits.train.images[:5], labels=["a"] * 5)
     assert ax.images
+    ax = plots.show_images(digits.train.images[:16], nrow=8)  # no captions: no room for them
+    assert ax.images[0].get_array().shape[:2] == (2 * 10, 8 * 10)
     ax = plots.show_augmentations(digits, n=6)
     assert len(ax.texts) == 6
     ax = plots.plot_grad_norms({"trained": history.grad_norms})
