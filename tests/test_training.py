@@ -712,9 +712,11 @@ def test_a_last_batch_of_one_image_is_dropped_so_that_batch_norm_can_train(digit
     # 28x28 image down to 1x1 in its last stage, where batch norm in training mode cannot normalise a batch of
     # one ("Expected more than 1 value per channel when training"); fit drops that batch
     assert len(digits.train) == 400 and 400 % 57 == 1
+    # In float32: on a CPU with native bf16 (AMX), autocast's backward pass through these 1x1 maps is not
+    # reproducible from run to run, and at lr 0.1 3 of 8 identical runs diverged to nan (2026-12-07).
     torch.manual_seed(0)
     model = rt.create_model("resnet18", in_chans=1, num_classes=10)
-    h = fit(model, digits, Recipe(epochs=1, batch_size=57), progress=False, device="cpu")
+    h = fit(model, digits, Recipe(epochs=1, batch_size=57, amp=False), progress=False, device="cpu")
     assert len(h.epochs) == 1 and math.isfinite(h.final["train_loss"])
     run = training.setup(tiny(), digits, Recipe(epochs=1, batch_size=57), device="cpu")
     assert len(run.train_loader) == 7 and sum(len(y) for _, y in run.train_loader) == 399
