@@ -22,7 +22,7 @@ from torch import nn
 
 from .data import load_dataset
 from .evaluation import loss_and_accuracy
-from .experiments import cached_fit
+from .experiments import cached_fit, cached_loss_and_accuracy
 from .models import create_model
 from .models.blocks import BasicBlock, Bottleneck, PreActBasicBlock
 from .models.blocks import changes_shape as _changes_shape
@@ -256,7 +256,8 @@ def degradation_experiment(
     ``record_grad_norms=False``. After every epoch the net is measured in eval mode on
     the clean training images, all of them or ``clean_per_class`` of each class
     (``clean_train_error``, ``clean_train_loss``); the last epoch also gets the
-    ``test_error``, ``test_loss`` and ``test_acc`` of the trained net.
+    ``test_error``, ``test_loss`` and ``test_acc`` of the trained net, measured once
+    (``experiments.cached_loss_and_accuracy``: a second run reads them from the cache).
     ``start_from`` (``{name: trained model}``) continues copies of those nets instead of
     new ones: the recipe runs again from its first epoch, so a cosine schedule starts
     again at its full learning rate (a warm restart, as in SGDR).
@@ -283,8 +284,8 @@ def degradation_experiment(
                 if f"test_{key}" in row:
                     row[f"clean_train_{key}"] = row.pop(f"test_{key}")
             row.pop("test_acc", None)
-        test = data.loader("test", 512, device=device)
-        loss, acc = loss_and_accuracy(model, test, amp=amp, amp_dtype=amp_dtype)
+        loss, acc = cached_loss_and_accuracy(model, data, "test", amp=amp,
+                                             amp_dtype=amp_dtype, device=device)
         history.final.update(test_loss=loss, test_acc=acc, test_error=1 - acc)
         results[name] = (model, history)
     return results

@@ -13,6 +13,8 @@ from torch import nn
 import resnet_tutorial as rt
 from resnet_tutorial import experiments, training
 from resnet_tutorial.data import load_digits
+from resnet_tutorial.evaluation import loss_and_accuracy
+from resnet_tutorial.runtime import cpu_bf16_native
 from resnet_tutorial.training import CPU_RECIPE, GPU_RECIPE, Recipe
 
 BASE = Recipe(epochs=1, lr=0.1)
@@ -182,3 +184,94 @@ def test_the_lock_file_is_in_the_cache_folder(monkeypatch, tmp_path):
     with experiments.cache_lock("demo.lock") as lock:
         assert lock.is_locked and os.path.exists(cache / "demo.lock")  # the folder made when missing
     assert not os.listdir(here)  # nothing left where the notebook runs
+
+
+
+class TestCachedLossAndAccuracy:
+    """experiments.cached_loss_and_accuracy: a trained net is measured on a split once; a second call with the
+    same weights, images and precision reads the stored numbers (chapter 2 measures twelve nets on 10,000
+    images after loading them from the cache)."""
+
+    @pytest.fixture
+    def setting(self, monkeypatch, tmp_path):
+        monkeypatch.setenv(experiments.CACHE_ENV, str(tmp_path))
+        calls = []
+
+        def spy(model, loader, **kwargs):
+            calls.append(kwargs)
+            return loss_and_accuracy(model, loader, **kwargs)
+
+        monkeypatch.setattr(experiments.evaluation, "loss_and_accuracy", spy)
+        torch.manual_seed(0)
+        model = rt.create_model("resnet20", channels=(2, 4, 8), in_chans=1, num_classes=10).eval()
+        return model, load_digits().subset(n_per_class=4, test_per_class=6), calls, tmp_path
+
+    def test_measured_once_then_read(self, setting):
+        model, data, calls, cache = setting
+        first = experiments.cached_loss_and_accuracy(model, data, batch_size=16)
+        assert first == pytest.approx(loss_and_accuracy(model, data.loader("test", 16))) and len(calls) == 1
+        assert [p.name[:9] for p in cache.iterdir()] == ["measured-"]
+        assert experiments.cached_loss_and_accuracy(model, data, batch_size=16) == first and len(calls) == 1
+
+    def test_what_can_change_the_result_is_measured_again(self, setting, monkeypatch):
+        model, data, calls, _ = setting
+        measure = lambda m=model, d=data, split="test", **kw: experiments.cached_loss_and_accuracy(  # noqa: E731
+            m, d, split, **{"batch_size": 16, **kw})
+        base = measure()
+        assert measure(split="train") == pytest.approx(loss_and_accuracy(model, data.loader("train", 16)))
+        measure(batch_size=8)
+        measure(amp=True)
+        assert calls[-1] == dict(amp=True, amp_dtype=torch.bfloat16)
+        measure(amp=True, amp_dtype=torch.float16)
+        measure(d=data.subset(n_per_class=4, test_per_class=5))
+        assert len(calls) == 6
+        with monkeypatch.context() as m:
+            m.setattr(experiments, "cpu_bf16_native", lambda: not cpu_bf16_native())
+            measure()
+        with monkeypatch.context() as m:
+            m.setattr(torch, "__version__", torch.__version__ + "+other")
+            measure()
+        assert len(calls) == 8
+        measure(m=nn.Sequential(model))  # the same weights in another architecture
+        assert len(calls) == 9
+        with torch.no_grad():
+            model.fc.bias[0] += 1.0  # other weights
+        other = measure()
+        assert len(calls) == 10 and other == pytest.approx(loss_and_accuracy(model, data.loader("test", 16)))
+        assert other != base and measure() == other and len(calls) == 10
+
+    def test_the_default_batch_is_512_images(self, setting):
+        model, data, calls, _ = setting
+        experiments.cached_loss_and_accuracy(model, data)
+        experiments.cached_loss_and_accuracy(model, data, batch_size=512)
+        assert len(calls) == 1
+
+    def test_an_entry_that_would_run_code_is_not_loaded(self, setting):
+        model, data, calls, cache = setting
+        first = experiments.cached_loss_and_accuracy(model, data, batch_size=16)
+        (entry,) = cache.iterdir()
+        torch.save({**torch.load(entry, weights_only=True), "extra": _RunsCodeWhenLoaded()}, entry)
+        assert experiments.cached_loss_and_accuracy(model, data, batch_size=16) == first
+        assert not UNPICKLED and len(calls) == 2
+
+    def test_a_damaged_or_foreign_entry_is_measured_again_and_replaced(self, setting):
+        model, data, calls, cache = setting
+        first = experiments.cached_loss_and_accuracy(model, data, batch_size=16)
+        (entry,) = cache.iterdir()
+        entry.write_bytes(b"not a checkpoint")
+        assert experiments.cached_loss_and_accuracy(model, data, batch_size=16) == first and len(calls) == 2
+        torch.save({"key": "another measurement", "loss": 9.0, "acc": 1.0}, entry)  # the same 24-digit prefix
+        assert experiments.cached_loss_and_accuracy(model, data, batch_size=16) == first and len(calls) == 3
+        assert experiments.cached_loss_and_accuracy(model, data, batch_size=16) == first and len(calls) == 3
+
+
+UNPICKLED = []
+
+
+def _record_unpickling():
+    UNPICKLED.append(1)
+
+
+class _RunsCodeWhenLoaded:
+    def __reduce__(self):
+        return _record_unpickling, ()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnet_tutorial import create_model
+from resnet_tutorial import create_model, evaluation
 from resnet_tutorial.data import load_dataset
 from resnet_tutorial.evaluation import loss_and_accuracy
 from resnet_tutorial.gradflow import (
@@ -194,7 +194,7 @@ def test_what_each_net_is_trained_and_measured_with(data, monkeypatch):
         return loss_and_accuracy(model, loader, **kwargs)
 
     monkeypatch.setattr(gradflow, "cached_fit", fake_fit)
-    monkeypatch.setattr(gradflow, "loss_and_accuracy", spy)
+    monkeypatch.setattr(evaluation, "loss_and_accuracy", spy)
     recipe = Recipe(epochs=2, batch_size=32, amp=True)
     runs = degradation_experiment(data, ("plain20", "resnet20"), channels=(2, 4, 8), recipe=recipe, seed=5,
                                   device="cpu", progress=False)
