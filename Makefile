@@ -7,8 +7,8 @@
 #
 #   make book    set up, execute every chapter and build the HTML book in _build/html
 #   make test    set up, lint, unit tests (with the notebook sync test), nbval on every chapter,
-#                the strict book build, the checks on the built HTML (links, headless Chromium), and the
-#                Colab simulation (every chapter's .ipynb alone, installed the way its first cell does it), and
+#                the strict builds of both editions (at once), the checks on the built HTML (links, headless
+#                Chromium, the Chinese edition), the Colab simulation (every chapter's .ipynb alone, installed the way its first cell does it), and
 #                the smoke run (every chapter in the gpu and paper profiles on the CPU, on stand-in data)
 #
 # RESNET_TUTORIAL_PROFILE=gpu make book    executes the chapters in the quick GPU profile (paper: the papers' recipes).
@@ -49,7 +49,8 @@ NBVAL_ORDER  := $(foreach nb,$(NBVAL_FIRST),$(filter $(nb),$(CHAPTERS_NB))) $(fi
 
 # The Colab simulation: a fresh virtual environment with Colab's torch (torchvision) preinstalled, the package
 # installed as each chapter's install cell does it (from a wheel of this checkout instead of GitHub), and each
-# chapter's .ipynb executed alone in an empty folder, in the CPU profile, reusing the cache of trained models.
+# chapter's .ipynb executed alone in an empty folder, in the CPU profile, reusing the cache of trained models;
+# in nbval's order, longest first (in chapter order the appendix, a minute, ran alone at the end).
 COLAB_SIM_DIR     ?= $(CURDIR)/_build/colab-sim
 COLAB_SIM_WORKERS ?= 2
 # and one Chinese notebook (chapters/zh_CN/, the Chinese edition's Colab button): its install cell adds a CJK
@@ -57,7 +58,7 @@ COLAB_SIM_WORKERS ?= 2
 COLAB_SIM_ZH      ?= chapters/zh_CN/01_background.ipynb
 
 .PHONY: help setup mathjax test unit lint notebooks check-notebooks nbval book html-check browser fashion-mnist clean \
-        colab-sim constraints book-zh cjk-font gettext zh-check sweep mutation smoke
+        colab-sim constraints book-zh cjk-font gettext zh-check sweep mutation smoke books book-checks
 
 help:
 	@echo "make book             set up .venv and build the book (HTML in _build/html)"
@@ -134,18 +135,37 @@ SWEEP_CONDITIONS ?= base,threads=2:seed+1,avx2:seed+2,default
 sweep: setup check-notebooks fashion-mnist
 	$(BIN)/python scripts/sweep.py $(NBVAL_ORDER) --conditions $(SWEEP_CONDITIONS) --out _build/sweep
 
+# BOOK_THREADS=1 runs every chapter's kernel on one thread (OMP_NUM_THREADS), as `make test` does when it builds
+# both editions at once (`books`); unset, torch takes every core.
+BOOK_THREADS ?=
+BOOK_ENV := $(if $(BOOK_THREADS),OMP_NUM_THREADS=$(BOOK_THREADS) MKL_NUM_THREADS=$(BOOK_THREADS))
+
 book: setup fashion-mnist
-	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
+	$(BOOK_ENV) $(BIN)/jupyter-book build . $(BOOK_FLAGS)
 	@echo "Open $(CURDIR)/_build/html/index.html"
+
+# Both editions at once, one chapter at a time each, one thread per kernel: a book build executes its chapters
+# one after the other, so one build alone leaves a core idle most of the time (make test: about 4.5 minutes
+# for both instead of 9 one after the other). The output of each is printed when it is done (-O).
+books: setup cjk-font conf.py fashion-mnist
+	$(MAKE) --no-print-directory -j2 -O book book-zh BOOK_THREADS=1
+
+# The checks on both built editions, at once (each drives its own headless Chromium).
+book-checks: setup browser
+	$(MAKE) --no-print-directory -j2 -O html-check zh-check
 
 # The Chinese edition (中文版) in _build/html-zh: the same chapters executed again (trained models from the
 # experiment cache), their prose from the gettext catalogues locales/zh_CN/LC_MESSAGES/<page>.po (CONTRIBUTING.md).
+# Sphinx builds it in _build/zh/html, and _build/html-zh links there: myst-nb writes the executed notebooks beside
+# the output folder (<output>/../jupyter_execute), which must not be the English build's _build/jupyter_execute
+# when both are built at once (`books`). The language switch finds the editions side by side as html/ and html-zh/.
 # Jupyter Book 1's CLI cannot pass the language, so conf.py is generated from _config.yml and sphinx-build is
 # called with language=zh_CN; RESNET_TUTORIAL_LANGUAGE makes resnet_tutorial.plots.label draw Chinese figures.
 # The build is strict, and a figure with a character no installed font has ("Glyph ... missing") fails it.
 # `make gettext` re-extracts the English strings after an English change and updates the catalogues (a
 # changed string becomes fuzzy, a new one empty: tests/test_zh.py fails until they are translated).
 ZH_HTML       := _build/html-zh
+ZH_OUT        := _build/zh/html
 BOOK_ZH_FLAGS := -W -n --keep-going -q
 # myst-nb's toggle buttons are configuration, not gettext strings: their Chinese is set here.
 BOOK_ZH_DEFINES := -D language=zh_CN -D nb_code_prompt_show=显示代码 -D nb_code_prompt_hide=隐藏代码
@@ -162,7 +182,9 @@ cjk-font:
 	    else echo "error: the Chinese edition needs a CJK font: sudo apt-get install fonts-noto-cjk"; exit 2; fi; }
 
 book-zh: setup cjk-font conf.py fashion-mnist
-	RESNET_TUTORIAL_LANGUAGE=zh_CN $(BIN)/sphinx-build -b html $(BOOK_ZH_DEFINES) $(BOOK_ZH_FLAGS) . $(ZH_HTML)
+	RESNET_TUTORIAL_LANGUAGE=zh_CN $(BOOK_ENV) $(BIN)/sphinx-build -b html $(BOOK_ZH_DEFINES) $(BOOK_ZH_FLAGS) . $(ZH_OUT)
+	@if [ -d $(ZH_HTML) ] && [ ! -L $(ZH_HTML) ]; then rm -rf $(ZH_HTML); fi  # a folder from an older build
+	ln -sfn zh/html $(ZH_HTML)
 	@! grep -rl --include='*.html' -e 'Glyph [0-9]* .* missing from' $(ZH_HTML) || \
 	  { echo "error: a figure of the Chinese edition has characters its font lacks (above)"; exit 1; }
 	@echo "Open $(CURDIR)/$(ZH_HTML)/index.html"
@@ -188,7 +210,7 @@ html-check: setup browser
 	RESNET_TUTORIAL_REQUIRE_BOOK=1 $(BIN)/python -m pytest tests/test_book_html.py -q
 
 colab-sim: setup check-notebooks fashion-mnist
-	$(BIN)/python scripts/colab_sim.py --workdir $(COLAB_SIM_DIR) --workers $(COLAB_SIM_WORKERS) $(CHAPTERS_NB) \
+	$(BIN)/python scripts/colab_sim.py --workdir $(COLAB_SIM_DIR) --workers $(COLAB_SIM_WORKERS) $(NBVAL_ORDER) \
 	  $(COLAB_SIM_ZH)
 
 # Mutation testing of the package's core with mutmut (not part of `make test`). Each module is mutated in a copy
@@ -221,7 +243,7 @@ smoke: setup check-notebooks fashion-mnist
 	$(BIN)/python scripts/smoke.py --workdir $(SMOKE_DIR) --workers $(SMOKE_WORKERS) --max-steps $(SMOKE_MAX_STEPS) \
 	  $(CHAPTERS_NB)
 
-test: lint unit nbval smoke book html-check book-zh zh-check colab-sim
+test: lint unit nbval smoke books book-checks colab-sim
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache book/_mathjax
