@@ -252,8 +252,10 @@ def test_model_from_checkpoint_of_a_plain_net_old_and_new(tmp_path):
     assert state["model_config"]["kwargs"]["shortcut"] is None
     state["model_config"]["kwargs"]["shortcut"] = "A"  # as the old ResNet wrote it
     ck.atomic_torch_save(state, tmp_path / "old.pt")
+    del state["model_config"]["kwargs"]["shortcut"]  # a hand-made configuration that leaves it out
+    ck.atomic_torch_save(state, tmp_path / "none.pt")
     x = torch.randn(2, 1, 8, 8)
-    for f in ("new.pt", "old.pt"):
+    for f in ("new.pt", "old.pt", "none.pt"):
         rebuilt, _ = model_from_checkpoint(tmp_path / f)
         assert rebuilt.shortcut is None and torch.equal(rebuilt.eval()(x), model.eval()(x))
 
@@ -286,8 +288,8 @@ def test_errors_name_the_file(tmp_path):
 def test_a_truncated_checkpoint_says_what_to_do(tmp_path):
     path = tmp_path / "c.pt"
     path.write_bytes(b"not a zip")
-    with pytest.raises(CheckpointError, match="a checkpoint.*the file is truncated or not a PyTorch checkpoint: "
-                                              "train again or point to another file"):
+    with pytest.raises(CheckpointError, match=r"cannot read '.*c\.pt' as a checkpoint \(.*\); the file is truncated "
+                                              "or not a PyTorch checkpoint: train again or point to another file"):
         load_checkpoint(path)
 
 

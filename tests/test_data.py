@@ -113,6 +113,20 @@ def test_missing_cifar10_offline_fails_fast(tmp_path, monkeypatch):
         load_dataset("cifar10", data_dir=str(tmp_path), download=True)
 
 
+def test_online_probe_asks_for_the_headers_and_waits_under_three_seconds_by_default(monkeypatch):
+    """A reader offline waits for the probe before the data set's message: a few seconds, not a minute."""
+    asked = []
+
+    def urlopen(request, timeout):
+        asked.append((request.get_method(), request.full_url, timeout))
+        raise OSError("offline")
+
+    monkeypatch.setattr(rd.urllib.request, "urlopen", urlopen)
+    assert rd._online() is False
+    (method, url, timeout), = asked
+    assert method == "HEAD" and url == rd.CIFAR10_URL and 0 < timeout <= 3
+
+
 def test_online_probe_fails_fast():
     import socket
     import time
@@ -619,7 +633,8 @@ def test_digits_are_scikit_learns_scaled_to_0_255_in_its_stratified_split():
     assert d.augmentation == "shift"
 
 
-def test_mnist5k_is_shifted_not_flipped(mnist):
+def test_mnist5k_is_shifted_not_flipped():
+    mnist = load_dataset("mnist5k")  # loaded here, not in the module's fixture: mutmut maps its calls to this test
     assert mnist.augmentation == "shift" and mnist.name == "mnist5k"
 
 
