@@ -215,7 +215,7 @@ colab-sim: setup check-notebooks fashion-mnist
 
 # Mutation testing of the package's core with mutmut (not part of `make test`). Each module is mutated in a copy
 # under _build/mutation/work/ and tested by its own test files (the table in scripts/mutation.py); the survivors
-# are in _build/mutation/report.md. All the modules take about four hours on two cores (MINUTES in the script:
+# are in _build/mutation/report.md. All the modules take about three hours on two cores (MINUTES in the script:
 # measured, or estimated where no full run has finished), so `make mutation` runs one of MUTATION_SHARDS groups
 # of modules balanced by those minutes, each under an hour: MUTATION_SHARD=1 (the default) to 6 in turn add their
 # modules to one report (it covers every module run so far), or run at the same time on six machines, and

@@ -13,7 +13,7 @@ the changed lines, so it survives unrelated edits). Lines starting with `raise` 
 wording of an error message is checked by its key phrase (`pytest.raises(..., match=...)`), not letter
 by letter.
 
-Every module from scratch takes about four hours on two cores (checkpoint.py and training.py alone an hour),
+Every module from scratch takes about three hours on two cores (191 minutes by MINUTES; models/resnet.py 45),
 more than the hour one run may take. `--shard K/N` runs the K-th of N groups of modules balanced by the minutes
 each takes (MINUTES), each group under LIMIT_MINUTES; `make mutation` runs shard MUTATION_SHARD of 6. The shards
 run in turn on one machine (each adds its modules to the same `_build/mutation/`, and the report covers every
@@ -26,7 +26,7 @@ is a unit of the shards, of MINUTES and of the report, tested by mutmut on its o
     python scripts/mutation.py --merge */summary.json  # one report from the shards run on other machines
     python scripts/mutation.py checkpoint.py       # one module
     python scripts/mutation.py cli.py:train        # one part of a split module (`cli.py`: its parts in turn)
-    python scripts/mutation.py                     # every core module (about four hours on 2 cores)
+    python scripts/mutation.py                     # every core module (about three hours on 2 cores)
     python scripts/mutation.py --report-only       # rebuild the report from the last runs
     python scripts/mutation.py --rerun training.py # after new tests: only changed code and last survivors
 """
@@ -164,19 +164,19 @@ TIMEOUT_CONSTANT = 10
 #: the cli tests' pytest and other work): 17.1 minutes. Update them after a module's full run, or after its
 #: tests change much.
 MINUTES: dict[str, float] = {
-    "checkpoint.py": 36.0,
-    "experiments.py": 7.3,
+    "checkpoint.py": 2.2,
+    "experiments.py": 2.5,
     "gradflow.py": 0.7,
     "evaluation.py": 3.0,
     "training.py": 11.6,
     "finetune.py": 1.9,
-    "data.py": 6.4,
+    "data.py": 2.3,
     "cli.py:parsers": 10.2,
     "cli.py:checks": 8.3,
     "cli.py:train": 20.6,
     "cli.py:model": 17.1,
     "cli.py:commands": 14.4,
-    "models/blocks.py": 21.0,
+    "models/blocks.py": 4.2,
     "models/resnet.py": 45.3,
     "models/registry.py": 36.2,
     "models/zoo.py": 1.4,
