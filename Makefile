@@ -8,8 +8,9 @@
 #   make book    set up, execute every chapter and build the HTML book in _build/html
 #   make test    set up, lint, unit tests (with the notebook sync test), nbval on every chapter,
 #                the strict builds of both editions (at once), the checks on the built HTML (links, headless
-#                Chromium, the Chinese edition), the Colab simulation (every chapter's .ipynb alone, installed the way its first cell does it), and
-#                the smoke run (every chapter in the gpu and paper profiles on the CPU, on stand-in data)
+#                Chromium, the Chinese edition), the Colab simulation (every chapter's .ipynb alone, installed
+#                the way its first cell does it), and the smoke run (every chapter in the gpu and paper
+#                profiles on the CPU, on stand-in data; once where its code is the same in both)
 #
 # RESNET_TUTORIAL_PROFILE=gpu make book    executes the chapters in the quick GPU profile (paper: the papers' recipes).
 
@@ -233,8 +234,9 @@ mutation: setup
 
 # The gpu and paper profiles, which CI cannot run on a GPU, executed on the CPU (scripts/smoke.py): CIFAR-10
 # from a fixture in the official format, torchvision's weights as random-valued files in torch's hub cache,
-# every training run capped at SMOKE_MAX_STEPS steps, two notebooks at a time on one thread each. A claim that
-# does not hold on the fixture is reported (listed at the end); any other error fails.
+# every training run capped at SMOKE_MAX_STEPS steps, two notebooks at a time on one thread each; a chapter whose
+# code is the same in both profiles runs in gpu only (scripts/smoke.py --every-profile runs it twice). A claim
+# that does not hold on the fixture is reported (listed at the end); any other error fails.
 SMOKE_DIR       ?= $(CURDIR)/_build/smoke
 SMOKE_WORKERS   ?= 2
 SMOKE_MAX_STEPS ?= 1

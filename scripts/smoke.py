@@ -5,7 +5,9 @@
 
 The ``gpu`` profile is what a Colab reader on a T4 runs and ``paper`` what a reader with hours runs; CI has no
 GPU, so without this neither code path would ever run before a reader's does. Each chapter is executed top to
-bottom (nbclient, each kernel on one thread, ``--workers`` at a time) in each profile, with:
+bottom (nbclient, each kernel on one thread, ``--workers`` at a time) in each profile, with the exception of
+a chapter whose code is the same in both (:func:`paper_runs_other_code`; ``--every-profile`` runs it twice
+anyway), which runs in ``gpu`` only, and with:
 
 * **CIFAR-10** from a fixture in the official python-version format (``resnet_tutorial.testing``), in the
   folder ``RESNET_TUTORIAL_DATA`` names; a first cell added to the notebook registers the fixture's MD5s in
@@ -28,6 +30,7 @@ It prints one line per execution with its time and the claims reported false, ke
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
@@ -38,6 +41,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from IPython.core.inputtransformer2 import TransformerManager
 
 from resnet_tutorial.book import read_check_log
 
@@ -67,6 +72,54 @@ SHRINK: dict[str, list[tuple[str, str]]] = {
 #: The chapters that take longest here, started first (then the others in order), so that the two workers
 #: finish together.
 SLOW_FIRST = ("06_gradient_measurements", "08_fine_tuning", "07_practice", "04_from_scratch")
+
+
+def paper_runs_other_code(notebook: dict) -> bool:
+    """Whether a chapter executes other code in the ``paper`` profile than in ``gpu``.
+
+    A chapter tells the profiles apart only in its own code: ``choose(cpu=..., gpu=..., paper=...)`` and
+    ``ch.profile`` (the package never reads the profile; ``chapter_setup`` does, for the chapter). The code is the
+    same when every ``choose`` has the same ``gpu=`` and ``paper=`` expressions and ``ch.profile`` is only compared
+    with ``"cpu"`` or tested against ``("gpu", "paper")`` together. Anything else (another use of the profile, a
+    cell that is not plain Python) counts as other code.
+    """
+    for cell in notebook["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        try:  # IPython's syntax (the install cell's !pip) as the kernel turns it into Python
+            tree = ast.parse(TransformerManager().transform_cell("".join(cell["source"])))
+        except SyntaxError:
+            return True
+        parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "choose":
+                values = {k.arg: ast.dump(k.value) for k in node.keywords}
+                if "gpu" not in values or values.get("gpu") != values.get("paper"):
+                    return True
+            elif isinstance(node, ast.Attribute) and node.attr == "profile":
+                if not _gpu_and_paper_alike(parents.get(node)):
+                    return True
+            elif isinstance(node, ast.Name) and node.id in ("PROFILE", "get_profile"):
+                parent = parents.get(node)
+                if not (isinstance(node.ctx, ast.Store) or (isinstance(parent, ast.keyword) and parent.arg == "profile")):
+                    return True
+    return False
+
+
+def _gpu_and_paper_alike(test) -> bool:
+    """``profile == "cpu"``, ``!= "cpu"``, ``in ("gpu", "paper")`` or ``not in`` them: true or false for both;
+    or the profile printed (``print(..., ch.profile)``, an f-string): other text, the same code."""
+    if isinstance(test, ast.FormattedValue) or (isinstance(test, ast.Call) and getattr(test.func, "id", "") == "print"):
+        return True
+    if not isinstance(test, ast.Compare) or len(test.ops) != 1:
+        return False
+    op, other = test.ops[0], test.comparators[0]
+    if isinstance(op, (ast.Eq, ast.NotEq)):
+        return isinstance(other, ast.Constant) and other.value == "cpu"
+    if isinstance(op, (ast.In, ast.NotIn)) and isinstance(other, (ast.Tuple, ast.List, ast.Set)):
+        names = {e.value for e in other.elts if isinstance(e, ast.Constant)}
+        return len(names) == len(other.elts) and ({"gpu", "paper"} <= names or not {"gpu", "paper"} & names)
+    return False
 
 
 def setup_cell(md5: dict) -> str:
@@ -192,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=1, help="RESNET_TUTORIAL_MAX_STEPS (default 1)")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    parser.add_argument("--every-profile", action="store_true",
+                        help="execute the paper profile of a chapter whose code is the same as in gpu, too")
     parser.add_argument("--execute-one", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--md5", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -208,7 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     md5_file = args.workdir / "cifar10-md5.json"
     md5_file.write_text(json.dumps(prepare(args.workdir)))
     notebooks = sorted(notebooks, key=lambda nb: SLOW_FIRST.index(nb.stem) if nb.stem in SLOW_FIRST else len(SLOW_FIRST))
-    jobs = [(nb, profile) for nb in notebooks for profile in args.profiles]
+    same = set() if args.every_profile or not {"gpu", "paper"} <= set(args.profiles) else {
+        nb for nb in notebooks if not paper_runs_other_code(json.loads(nb.read_text()))}
+    jobs = [(nb, profile) for nb in notebooks for profile in args.profiles
+            if not (profile == "paper" and nb in same)]
+    for nb in sorted(same):
+        print(f"same paper/{nb.name:<34} its code is the gpu profile's (paper_runs_other_code): executed once",
+              flush=True)
     failed, claims = [], []
     with ThreadPoolExecutor(args.workers) as pool:
         futures = [pool.submit(run_one, args, nb, profile, md5_file) for nb, profile in jobs]

@@ -165,3 +165,68 @@ def test_a_shrink_that_no_longer_matches_stops_the_run():
         smoke.smoke_notebook(notebook, md5={}, shrink=[("STEPS = 256\n", "STEPS = 32\n")])
     nb = smoke.smoke_notebook(notebook, md5={}, shrink=[("STEPS = 128\n", "STEPS = 32\n")])
     assert nb["cells"][1]["source"] == "STEPS = 32\nprint(STEPS)"
+
+
+SAME_CODE = [
+    'x = choose(cpu=1, gpu=dict(a=2), paper=dict(a=2))',
+    'if ch.profile == "cpu":\n    pass',
+    'y = 1 if ch.profile != "cpu" else 2',
+    'if ch.profile in ("gpu", "paper"):\n    pass',
+    'print("profile:", ch.profile)\nprint(f"{ch.profile} profile")',
+    'PROFILE = None\nch = chapter_setup("t", profile=PROFILE)',
+    'import sys\nif "google.colab" in sys.modules:\n    !pip install -q resnet-tutorial',
+]
+OTHER_CODE = [
+    'x = choose(cpu=1, gpu=2, paper=3)',
+    'x = choose(cpu=1, gpu=2, paper=2.0)',
+    'if ch.profile == "gpu":\n    pass',
+    'if ch.profile == "paper":\n    pass',
+    'setup = SETUP[ch.profile]',
+    'if ch.profile in ("gpu",):\n    pass',
+    'p = get_profile()',
+    'run(profile=ch.profile)',
+    'f(PROFILE)',
+    'x = (',
+]
+
+
+def cells(*sources, markdown=""):
+    return {"cells": [{"cell_type": "markdown", "source": markdown}]
+            + [{"cell_type": "code", "source": src} for src in sources]}
+
+
+@pytest.mark.parametrize("code", SAME_CODE)
+def test_code_that_does_the_same_in_gpu_and_paper(code):
+    assert not smoke.paper_runs_other_code(cells("import torch", code, markdown='choose(gpu=1, paper=2)'))
+
+
+@pytest.mark.parametrize("code", OTHER_CODE)
+def test_code_that_does_something_else_in_paper(code):
+    assert smoke.paper_runs_other_code(cells("import torch", code))
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
+def test_a_chapter_with_a_paper_or_gpu_only_branch_runs_in_both_profiles(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    code = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    if any(s in code for s in ('profile == "paper"', 'profile == "gpu"', "[ch.profile]")):
+        assert smoke.paper_runs_other_code(nb)
+
+
+def test_a_chapter_whose_code_is_the_same_runs_in_gpu_only(tmp_path, monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr(smoke, "prepare", lambda workdir: {})
+    monkeypatch.setattr(smoke, "run_one", lambda args, nb, profile, md5: ran.append((nb.stem, profile))
+                        or (f"{profile}/{nb.name}", 0.0, "", []))
+    same = notebook(tmp_path / "01_same.ipynb", 'x = choose(cpu=1, gpu=2, paper=2)')
+    other = notebook(tmp_path / "02_other.ipynb", 'x = choose(cpu=1, gpu=2, paper=3)')
+    work = ["--workdir", str(tmp_path / "work")]
+    assert smoke.main([str(same), str(other), *work]) == 0
+    assert sorted(ran) == [("01_same", "gpu"), ("02_other", "gpu"), ("02_other", "paper")]
+    assert "same paper/01_same.ipynb" in capsys.readouterr().out
+    ran.clear()
+    assert smoke.main([str(same), str(other), "--every-profile", *work]) == 0
+    assert len(ran) == 4
+    ran.clear()
+    assert smoke.main([str(same), "--profiles", "paper", *work]) == 0  # asked for paper alone: it runs
+    assert ran == [("01_same", "paper")]
