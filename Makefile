@@ -146,8 +146,8 @@ book: setup fashion-mnist
 	@echo "Open $(CURDIR)/_build/html/index.html"
 
 # Both editions at once, one chapter at a time each, one thread per kernel: a book build executes its chapters
-# one after the other, so one build alone leaves a core idle most of the time (make test: about 4.5 minutes
-# for both instead of 9 one after the other). The output of each is printed when it is done (-O).
+# one after the other, so one build alone leaves a core idle most of the time (make test: 5.4 to 5.7 minutes
+# for both instead of 9.3 one after the other). The output of each is printed when it is done (-O).
 books: setup cjk-font conf.py fashion-mnist
 	$(MAKE) --no-print-directory -j2 -O book book-zh BOOK_THREADS=1
 

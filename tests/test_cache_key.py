@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 import torch
+from test_training import UNPICKLED, _RunsCodeWhenLoaded  # tests/ is on the path, as for conftest.py
 from torch import nn
 
 import resnet_tutorial as rt
@@ -264,14 +265,3 @@ class TestCachedLossAndAccuracy:
         assert experiments.cached_loss_and_accuracy(model, data, batch_size=16) == first and len(calls) == 3
         assert experiments.cached_loss_and_accuracy(model, data, batch_size=16) == first and len(calls) == 3
 
-
-UNPICKLED = []
-
-
-def _record_unpickling():
-    UNPICKLED.append(1)
-
-
-class _RunsCodeWhenLoaded:
-    def __reduce__(self):
-        return _record_unpickling, ()
